@@ -1,0 +1,266 @@
+//! RSA key pairs of recipients and organisations, and their fingerprints.
+//!
+//! # Wire format
+//! - Public key: DER `SubjectPublicKeyInfo` (RFC 5280, `rsaEncryption`), as WebCrypto's
+//!   `exportKey("spki")` produces; base64url in JSON.
+//! - Private key: DER PKCS#8 `PrivateKeyInfo` (RFC 5208), as `exportKey("pkcs8")` produces; it
+//!   only ever travels sealed (see [`crate::bundle`] and [`crate::session`]).
+//! - Fingerprint: SHA-256 over the SPKI DER bytes, written as 64 lowercase hex digits.
+//!
+//! # Invariants
+//! - Keys are RSA with public exponent 65537 and a modulus of 3072 to 4096 bits; anything else
+//!   is refused on parse, so a relay cannot hand a sender a weak key to encrypt to.
+//! - [`PrivateKey`] zeroizes on drop (the `rsa` crate wipes its limbs), prints redacted, is not
+//!   `Clone`, and exports only as a wiped PKCS#8 buffer.
+
+use std::fmt;
+
+use rand_core::CryptoRngCore;
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::Error;
+use crate::encoding::{b64u_decode, b64u_encode};
+
+/// Modulus size of every key this crate generates. 3072 bits gives about 128-bit security
+/// (NIST SP 800-57), matching AES-256-GCM's and SHA-256's margins better than 2048.
+pub const RSA_BITS: usize = 3072;
+/// Largest modulus accepted from elsewhere.
+pub const RSA_MAX_BITS: usize = 4096;
+const PUBLIC_EXPONENT: u32 = 65_537;
+
+/// SHA-256 of a public key's SPKI encoding: what senders pin and patients can compare.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint from its 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The fingerprint's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| Error::malformed("fingerprint", "not 64 hex digits"))?;
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An RSA public key that meets the protocol's requirements.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: RsaPublicKey,
+    spki: Vec<u8>,
+}
+
+impl PublicKey {
+    /// Parses and checks an SPKI DER public key.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
+        let key = RsaPublicKey::from_public_key_der(der)
+            .map_err(|_| Error::InvalidKey("not an RSA SubjectPublicKeyInfo"))?;
+        check_public(&key)?;
+        // Re-encode so that the fingerprint is over the canonical DER, not a lenient variant.
+        let spki = encode_spki(&key)?;
+        if spki != der {
+            return Err(Error::InvalidKey("public key DER is not canonical"));
+        }
+        Ok(Self { key, spki })
+    }
+
+    /// The SPKI DER bytes.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// SHA-256 of the SPKI DER bytes.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(Sha256::digest(&self.spki).into())
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> usize {
+        self.key.n().bits()
+    }
+
+    pub(crate) fn rsa(&self) -> &RsaPublicKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey(rsa-{}, {})", self.bits(), self.fingerprint())
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&b64u_encode(&self.spki))
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        b64u_decode(&text, "public key")
+            .and_then(|der| Self::from_spki_der(&der))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An RSA private key (a recipient's or an organisation's).
+pub struct PrivateKey {
+    key: RsaPrivateKey,
+    public: PublicKey,
+}
+
+impl PrivateKey {
+    /// Generates a fresh [`RSA_BITS`]-bit key pair. Takes a few hundred milliseconds natively
+    /// and several seconds in a phone browser.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> Result<Self, Error> {
+        let key = RsaPrivateKey::new_with_exp(rng, RSA_BITS, &BigUint::from(PUBLIC_EXPONENT))
+            .map_err(|_| Error::KeyGeneration)?;
+        Self::from_rsa(key)
+    }
+
+    /// Parses and checks a PKCS#8 DER private key (for example one made by WebCrypto).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
+        let key = RsaPrivateKey::from_pkcs8_der(der)
+            .map_err(|_| Error::InvalidKey("not an RSA PKCS#8 private key"))?;
+        Self::from_rsa(key)
+    }
+
+    fn from_rsa(mut key: RsaPrivateKey) -> Result<Self, Error> {
+        key.validate()
+            .map_err(|_| Error::InvalidKey("inconsistent RSA private key"))?;
+        key.precompute()
+            .map_err(|_| Error::InvalidKey("inconsistent RSA private key"))?;
+        let public_rsa = key.to_public_key();
+        check_public(&public_rsa)?;
+        let spki = encode_spki(&public_rsa)?;
+        Ok(Self {
+            key,
+            public: PublicKey {
+                key: public_rsa,
+                spki,
+            },
+        })
+    }
+
+    /// The PKCS#8 DER encoding, in a buffer wiped on drop. Only for sealing (bundle, session
+    /// blob, the organisation's key file): never store or send it in the clear.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let document = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|_| Error::InvalidKey("cannot encode private key"))?;
+        Ok(Zeroizing::new(document.as_bytes().to_vec()))
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub(crate) fn rsa(&self) -> &RsaPrivateKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PrivateKey([redacted], public {})",
+            self.public.fingerprint()
+        )
+    }
+}
+
+fn check_public(key: &RsaPublicKey) -> Result<(), Error> {
+    if *key.e() != BigUint::from(PUBLIC_EXPONENT) {
+        return Err(Error::InvalidKey("public exponent must be 65537"));
+    }
+    let bits = key.n().bits();
+    if !(RSA_BITS..=RSA_MAX_BITS).contains(&bits) {
+        return Err(Error::InvalidKey("modulus must be 3072 to 4096 bits"));
+    }
+    Ok(())
+}
+
+fn encode_spki(key: &RsaPublicKey) -> Result<Vec<u8>, Error> {
+    key.to_public_key_der()
+        .map(|document| document.as_bytes().to_vec())
+        .map_err(|_| Error::InvalidKey("cannot encode public key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    #[test]
+    fn generated_key_is_3072_bits_and_round_trips() {
+        let private = PrivateKey::generate(&mut OsRng).unwrap();
+        assert_eq!(private.public_key().bits(), RSA_BITS);
+        let reparsed = PrivateKey::from_pkcs8_der(&private.to_pkcs8_der().unwrap()).unwrap();
+        assert_eq!(reparsed.public_key(), private.public_key());
+        let public = PublicKey::from_spki_der(private.public_key().spki_der()).unwrap();
+        assert_eq!(public.fingerprint(), private.public_key().fingerprint());
+        let json = serde_json::to_string(&public.fingerprint()).unwrap();
+        assert_eq!(json.len(), 66);
+        assert_eq!(
+            serde_json::from_str::<Fingerprint>(&json).unwrap(),
+            public.fingerprint()
+        );
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+        let der = small.to_public_key().to_public_key_der().unwrap();
+        assert_eq!(
+            PublicKey::from_spki_der(der.as_bytes()),
+            Err(Error::InvalidKey("modulus must be 3072 to 4096 bits"))
+        );
+        let der = small.to_pkcs8_der().unwrap();
+        assert!(PrivateKey::from_pkcs8_der(der.as_bytes()).is_err());
+        assert!(PublicKey::from_spki_der(b"garbage").is_err());
+    }
+}

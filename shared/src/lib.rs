@@ -1,0 +1,46 @@
+//! SecureText protocol core: the types every party exchanges and all of the cryptography.
+//!
+//! The relay only ever stores what this crate produces in sealed form; the patient's viewer (in
+//! the browser, compiled to wasm32) and the sender tooling (native) are the only places where the
+//! opening functions run. Keeping every derivation and format here, with no I/O, no clock and no
+//! async runtime, lets the same code be audited once and run on both sides.
+//!
+//! The byte-level specification is `docs/PROTOCOL.md`; the vectors in `shared/tests/vectors/`
+//! are checked against this code by `cargo test -p shared`.
+//!
+//! # Map
+//! - [`kdf`]: password → sealing key, auth key, verifier (Argon2id + HKDF-SHA256).
+//! - [`keys`]: RSA-3072 key pairs, fingerprints and OAEP content-key wrapping.
+//! - [`bundle`]: the recipient's private key sealed under the password-derived sealing key.
+//! - [`envelope`]: message header, padded payload, content encryption, wraps and re-wrap.
+//! - [`session`]: the two-half sealed blob that allows re-opening within a live session.
+//! - [`token`]: random bearer tokens (links, sessions, API keys) and their stored hashes.
+//! - [`ids`], [`encoding`], [`error`]: identifiers, base64url transport helpers, the error type.
+//!
+//! # Invariants
+//! - No function here performs I/O or reads the clock: callers pass times and randomness in.
+//! - Every secret type zeroizes on drop, prints as `[redacted]` in `Debug`, and implements
+//!   neither `Clone` nor `Serialize`; exporting secret bytes is an explicit, named call.
+//! - Every failed decryption or authentication check surfaces as the single opaque
+//!   [`Error::DecryptionFailed`], whatever the cause.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod encoding;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod kdf;
+pub mod keys;
+pub mod session;
+pub mod token;
+
+mod aead;
+mod secret;
+
+pub use error::Error;
+
+/// Version of the protocol formats defined by this crate. Every sealed structure carries it as
+/// its first byte (or right after its magic), so a later version can be told apart and refused.
+pub const FORMAT_VERSION: u8 = 1;
