@@ -6,7 +6,7 @@ crate: it recomputes every value in v1.json from the JSON alone, following docs/
 (and the "# Wire format" sections of shared/src/*.rs). If it passes, the document plus the
 vectors are enough for another language to interoperate.
 
-Requirements (Python >= 3.9, standard library plus):
+Requirements (tested with Python 3.11; standard library plus):
     python3 -m pip install cryptography==50.0.2 argon2-cffi==25.1.0
 
 Run from the repository root:
@@ -136,13 +136,20 @@ class Group:
     """Counts checks of one group; a failed check is recorded with a message, not raised."""
 
     def __init__(self, name):
-        self.name, self.checks, self.failures = name, 0, []
+        self.name, self.checks, self.failures, self.current = name, 0, [], "?"
 
     def eq(self, what, actual, expected):
         self.checks += 1
-        if actual != expected:
-            show = lambda v: v.hex() if isinstance(v, bytes) else repr(v)
-            self.failures.append(f"{what}: got {show(actual)}, expected {show(expected)}")
+        if actual == expected:
+            return
+        if isinstance(actual, str) and isinstance(expected, str) and len(expected) > 72:
+            at = next((i for i, (a, e) in enumerate(zip(actual, expected)) if a != e),
+                      min(len(actual), len(expected)))
+            self.failures.append(f"{what}: differs from character {at} (lengths "
+                                 f"{len(actual)}/{len(expected)}): got ...{actual[at:at + 24]}..., "
+                                 f"expected ...{expected[at:at + 24]}...")
+        else:
+            self.failures.append(f"{what}: got {actual!r}, expected {expected!r}")
 
     def raises(self, what, func, *errors):
         self.checks += 1
@@ -163,7 +170,7 @@ class Group:
 def check_keys(g, vectors):
     keys = {}
     for v in vectors:
-        n = v["name"]
+        n = g.current = v["name"]
         private = serialization.load_der_private_key(hx(v["private_key_pkcs8"]), password=None)
         spki = private.public_key().public_bytes(serialization.Encoding.DER,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -180,7 +187,8 @@ def check_keys(g, vectors):
 def check_kdf(g, vectors):
     sealing = {}
     for v in vectors:
-        n, p = v["name"], v["params"]
+        n = g.current = v["name"]
+        p = v["params"]
         password = unicodedata.normalize("NFC", v["password"]).encode()
         g.eq(f"{n}: NFC password", password.hex(), v["password_nfc"])
         g.eq(f"{n}: algorithm", p["algorithm"], "argon2id-v19")
@@ -201,7 +209,8 @@ def check_kdf(g, vectors):
 
 def check_key_bundle(g, vectors, keys, sealing):
     for v in vectors:
-        n, key = v["name"], sealing[v["kdf"]]
+        n = g.current = v["name"]
+        key = sealing[v["kdf"]]
         pkcs8 = hx(keys[v["key"]][1]["private_key_pkcs8"])
         aad = SEALED_KEY_LABEL + b"\x01" + uuid_bytes(v["recipient_id"])
         g.eq(f"{n}: aad", aad.hex(), v["aad"])
@@ -225,7 +234,8 @@ def unwrap(keys, name, wrap, label):
 
 def check_envelope(g, vectors, keys):
     for v in vectors:
-        n, hj, ej = v["name"], v["header_json"], v["envelope_json"]
+        n = g.current = v["name"]
+        hj, ej = v["header_json"], v["envelope_json"]
         header = header_bytes(hj)
         g.eq(f"{n}: header", header.hex(), v["header"])
         g.eq(f"{n}: OAEP label", v["oaep_label"],
@@ -267,7 +277,8 @@ def check_envelope(g, vectors, keys):
 
 def check_rewrap(g, vectors, keys, envelopes):
     for v in vectors:
-        n, src = v["name"], envelopes[v["envelope"]]
+        n = g.current = v["name"]
+        src = envelopes[v["envelope"]]
         wrap = v["recipient_wrap_json"]
         g.eq(f"{n}: role", wrap["role"], "recipient")
         g.eq(f"{n}: source is first contact", src["header_json"]["recipient_id"], None)
@@ -281,7 +292,8 @@ def check_rewrap(g, vectors, keys, envelopes):
 
 def check_session_blob(g, vectors, keys):
     for v in vectors:
-        n, session_id = v["name"], uuid_bytes(v["session_id"])
+        n = g.current = v["name"]
+        session_id = uuid_bytes(v["session_id"])
         ikm = hx(v["device_half"]) + hx(v["relay_half"])
         session_key = hkdf_expand(hkdf_extract(session_id, ikm), b"securetext/v1/session-key", 32)
         g.eq(f"{n}: session key", session_key.hex(), v["session_key"])
@@ -302,7 +314,8 @@ def check_session_blob(g, vectors, keys):
 
 def check_token_hash(g, vectors):
     for v in vectors:
-        token, kind = hx(v["token"]), v["kind"]
+        g.current = kind = v["kind"]
+        token = hx(v["token"])
         g.eq(f"{kind}: token length", len(token), 32)
         g.eq(f"{kind}: base64url", b64u_encode(token), v["token_base64url"])
         g.eq(f"{kind}: base64url length", len(v["token_base64url"]), 43)
@@ -314,27 +327,29 @@ def main(argv):
     path = Path(argv[1]) if len(argv) > 1 else Path(__file__).with_name("v1.json")
     data = json.loads(path.read_text(encoding="utf-8"))
     print(f"{path}: format_version {data['format_version']}")
-    groups = [
-        ("keys", lambda g: state.update(keys=check_keys(g, data["keys"]))),
-        ("kdf", lambda g: state.update(sealing=check_kdf(g, data["kdf"]))),
-        ("key_bundle", lambda g: check_key_bundle(g, data["key_bundle"], state["keys"],
-                                                  state["sealing"])),
-        ("envelope", lambda g: check_envelope(g, data["envelope"], state["keys"])),
-        ("rewrap", lambda g: check_rewrap(g, data["rewrap"], state["keys"],
-                                          {e["name"]: e for e in data["envelope"]})),
-        ("session_blob", lambda g: check_session_blob(g, data["session_blob"], state["keys"])),
-        ("token_hash", lambda g: check_token_hash(g, data["token_hash"])),
-    ]
-    state, ok = {}, data["format_version"] == FORMAT_VERSION
+    ok = data["format_version"] == FORMAT_VERSION
     if not ok:
-        print(f"MISMATCH format_version {data['format_version']}, expected {FORMAT_VERSION}")
-    for name, run in groups:
-        g = Group(name)
+        print(f"MISMATCH format_version: got {data['format_version']}, expected {FORMAT_VERSION}")
+
+    def run(name, check, *args):
+        nonlocal ok
+        g, result = Group(name), None
         try:
-            run(g)
+            result = check(g, data[name], *args)
+        except InvalidTag:
+            g.failures.append(f"{g.current}: aborted: AES-GCM authentication failed")
         except Exception as error:  # a vector that cannot even be processed is a failure
-            g.failures.append(f"aborted: {type(error).__name__}: {error}")
+            g.failures.append(f"{g.current}: aborted: {type(error).__name__}: {error}")
         ok = g.report(len(data[name])) and ok
+        return result
+
+    keys = run("keys", check_keys) or {}
+    sealing = run("kdf", check_kdf) or {}
+    run("key_bundle", check_key_bundle, keys, sealing)
+    run("envelope", check_envelope, keys)
+    run("rewrap", check_rewrap, keys, {e["name"]: e for e in data["envelope"]})
+    run("session_blob", check_session_blob, keys)
+    run("token_hash", check_token_hash)
     print("all vectors verified" if ok else "VECTOR CHECK FAILED")
     return 0 if ok else 1
 
