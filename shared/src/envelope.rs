@@ -168,13 +168,16 @@ impl Header {
             return Err(Error::malformed("envelope header", "bad magic"));
         }
         let version = reader.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
         let message_id = MessageId::from_bytes(reader.array()?);
         let organisation_id = OrganisationId::from_bytes(reader.array()?);
         let flag = reader.u8()?;
         let recipient_bytes: [u8; 16] = reader.array()?;
         let recipient_id = match flag {
             0 if recipient_bytes == [0; 16] => None,
-            1 => Some(RecipientId::from_bytes(recipient_bytes)),
+            1 if recipient_bytes != [0; 16] => Some(RecipientId::from_bytes(recipient_bytes)),
             _ => return Err(Error::malformed("envelope header", "bad recipient field")),
         };
         let header = Self {

@@ -70,7 +70,8 @@ pub struct KdfParams {
     pub memory_kib: u32,
     /// Number of passes (Argon2 `t`).
     pub iterations: u32,
-    /// Lanes (Argon2 `p`). The browser computes lanes sequentially, so more lanes only add cost.
+    /// Lanes (Argon2 `p`). The browser computes lanes sequentially, so more lanes give the
+    /// patient no speed-up while an attacker's hardware still runs them in parallel.
     pub parallelism: u32,
 }
 
@@ -82,8 +83,9 @@ impl KdfParams {
     /// memory or takes minutes.
     pub const MAXIMUM: Self = Self::argon2id(262_144, 16, 8);
 
-    /// What new enrollments use: 64 MiB, t = 3, p = 1 (RFC 9106's memory-constrained choice
-    /// raised to three passes). See `docs/PROTOCOL.md` for the measured cost.
+    /// What new enrollments use: 64 MiB, t = 3, p = 1 — RFC 9106's second recommended option
+    /// (64 MiB, t = 3) with a single lane, because a browser computes lanes one after another.
+    /// See `docs/PROTOCOL.md` for the measured cost.
     pub const DEFAULT: Self = Self::argon2id(65_536, 3, 1);
 
     /// Argon2id v0x13 with the given costs (not yet validated).

@@ -286,3 +286,24 @@ fn expiry_is_a_header_fact() {
     future.version = 2;
     assert_eq!(future.validate(), Err(Error::UnsupportedVersion(2)));
 }
+
+#[test]
+fn binary_header_reports_versions_and_refuses_zero_recipient() {
+    let header = common::header(Some(RecipientId::from_bytes([7; 16])));
+    let mut bytes = header.to_bytes();
+    assert_eq!(
+        shared::envelope::Header::from_bytes(&bytes).unwrap(),
+        header
+    );
+    bytes[4] = 2;
+    assert_eq!(
+        shared::envelope::Header::from_bytes(&bytes),
+        Err(Error::UnsupportedVersion(2))
+    );
+    let mut zero = common::header(None).to_bytes();
+    zero[37] = 1;
+    assert!(matches!(
+        shared::envelope::Header::from_bytes(&zero),
+        Err(Error::Malformed { .. })
+    ));
+}
