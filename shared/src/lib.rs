@@ -14,7 +14,9 @@
 //! - [`bundle`]: the recipient's private key sealed under the password-derived sealing key.
 //! - [`envelope`]: message header, padded payload, content encryption, wraps and re-wrap.
 //! - [`session`]: the two-half sealed blob that allows re-opening within a live session.
+//! - [`at_rest`]: the relay's data key for phone numbers and queued SMS bodies at rest.
 //! - [`token`]: random bearer tokens (links, sessions, API keys) and their stored hashes.
+//! - [`audit`]: the per-organisation, hash-chained audit log (ids and codes only, no PHI).
 //! - [`ids`], [`encoding`], [`error`]: identifiers, base64url transport helpers, the error type.
 //!
 //! # Invariants
@@ -26,6 +28,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod at_rest;
+pub mod audit;
 pub mod bundle;
 pub mod encoding;
 pub mod envelope;
