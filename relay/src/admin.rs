@@ -1,0 +1,219 @@
+//! Operator commands (`relay org …`, `relay api-key …`, `relay patient …`, `relay audit …`)
+//! and the start-up steps they share with `relay serve`: opening the store and the data key.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use rand_core::OsRng;
+use shared::at_rest::DataKey;
+use shared::audit::{AuditEvent, AuditKind};
+use shared::ids::{OrganisationId, RecipientId};
+use shared::token::{Token, TokenKind};
+
+use crate::config::StorageArgs;
+use crate::error::AppError;
+use crate::phone::Phone;
+use crate::store::audit::{self, Record};
+use crate::store::{Backend, Store, StoreError, messages, orgs, recipients, sessions};
+
+/// Why an operator command or start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Opening or migrating the database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A command failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The data key is missing or unreadable.
+    #[error("data key: {0}")]
+    DataKey(String),
+}
+
+/// Where the SQLite relay keeps its generated data key: beside the database file.
+fn default_key_file(database_url: &str) -> Option<PathBuf> {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}.key")))
+}
+
+/// Loads the data key from the flag, the key file, or (SQLite only) a key file created on
+/// first start with owner-only permissions.
+pub fn load_data_key(storage: &StorageArgs) -> Result<DataKey, AdminError> {
+    if let Some(key) = &storage.data_key {
+        return DataKey::from_base64url(key.expose()).map_err(|e| AdminError::DataKey(e.to_string()));
+    }
+    let backend = Backend::from_url(&storage.database_url)?;
+    let file = match (&storage.data_key_file, backend) {
+        (Some(file), _) => file.clone(),
+        (None, Backend::Sqlite) => default_key_file(&storage.database_url).ok_or_else(|| {
+            AdminError::DataKey("give --data-key or --data-key-file for this database".into())
+        })?,
+        (None, Backend::Postgres) => {
+            return Err(AdminError::DataKey(
+                "PostgreSQL relays share one data key: give --data-key or --data-key-file".into(),
+            ));
+        }
+    };
+    read_or_create_key(&file)
+}
+
+fn read_or_create_key(file: &Path) -> Result<DataKey, AdminError> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => DataKey::from_base64url(&text)
+            .map_err(|e| AdminError::DataKey(format!("{}: {e}", file.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let (key, encoded) = DataKey::generate_encoded(&mut OsRng);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut out = options
+                .open(file)
+                .map_err(|e| AdminError::DataKey(format!("{}: {e}", file.display())))?;
+            out.write_all(encoded.as_bytes())
+                .and_then(|()| out.sync_all())
+                .map_err(|e| AdminError::DataKey(format!("{}: {e}", file.display())))?;
+            tracing::info!(file = %file.display(), "created a new data key; back it up with the database");
+            Ok(key)
+        }
+        Err(error) => Err(AdminError::DataKey(format!("{}: {error}", file.display()))),
+    }
+}
+
+fn now() -> i64 {
+    crate::state::Clock::System.now()
+}
+
+fn parse_org(text: &str) -> Result<OrganisationId, AppError> {
+    OrganisationId::parse(text).map_err(|_| AppError::invalid("org", "not an organisation id"))
+}
+
+/// Creates an organisation and returns its id.
+pub async fn create_org(store: &Store, name: &str) -> Result<OrganisationId, AppError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 80 {
+        return Err(AppError::invalid("name", "1 to 80 characters"));
+    }
+    let id = OrganisationId::random(&mut OsRng);
+    let mut conn = store.pool().acquire().await?;
+    orgs::create(&mut conn, id, name, now()).await?;
+    Ok(id)
+}
+
+/// Lists organisations as (id, name, key fingerprint).
+pub async fn list_orgs(store: &Store) -> Result<Vec<(OrganisationId, String, Option<String>)>, AppError> {
+    let mut conn = store.pool().acquire().await?;
+    Ok(orgs::list(&mut conn)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.display_name, o.public_key.map(|k| k.fingerprint().to_string())))
+        .collect())
+}
+
+/// A newly created API key: the secret is shown once.
+#[derive(Debug)]
+pub struct NewApiKey {
+    /// The key's id, for revoking it.
+    pub id: String,
+    /// The bearer secret.
+    pub secret: zeroize::Zeroizing<String>,
+}
+
+/// Creates an API key for an organisation.
+pub async fn create_api_key(store: &Store, org: &str, label: &str) -> Result<NewApiKey, AppError> {
+    let org = parse_org(org)?;
+    let token = Token::random(&mut OsRng);
+    let id = format!("key_{}", &hex::encode(token.hash(TokenKind::ApiKey).as_bytes())[..12]);
+    let mut tx = store.pool().begin().await?;
+    orgs::get(&mut tx, org)
+        .await?
+        .ok_or(AppError::NotFound("no such organisation"))?;
+    orgs::create_api_key(&mut tx, &id, org, &token.hash(TokenKind::ApiKey), label, now()).await?;
+    let detail = format!("key={id}");
+    let record = Record { organisation: org, kind: AuditKind::ApiKeyCreated, message: None, recipient: None, detail: &detail };
+    audit::append(&mut tx, store.backend(), record, now()).await?;
+    tx.commit().await?;
+    Ok(NewApiKey { id, secret: token.to_base64url() })
+}
+
+/// Revokes an API key.
+pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AppError> {
+    let mut tx = store.pool().begin().await?;
+    let org = orgs::revoke_api_key(&mut tx, id, now())
+        .await?
+        .ok_or(AppError::NotFound("no live API key with this id"))?;
+    let detail = format!("key={id}");
+    let record = Record { organisation: org, kind: AuditKind::ApiKeyRevoked, message: None, recipient: None, detail: &detail };
+    audit::append(&mut tx, store.backend(), record, now()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn recipient_by_phone(
+    tx: &mut crate::store::Tx<'_>,
+    key: &DataKey,
+    phone: &str,
+) -> Result<RecipientId, AppError> {
+    let phone = Phone::parse(phone)?;
+    Ok(recipients::find_by_phone(tx, &phone.lookup(key))
+        .await?
+        .ok_or(AppError::NotFound("no patient with this phone number"))?
+        .id)
+}
+
+async fn audit_patient_event(
+    tx: &mut crate::store::Tx<'_>,
+    backend: Backend,
+    recipient: RecipientId,
+    kind: AuditKind,
+    detail: &str,
+) -> Result<(), AppError> {
+    for organisation in messages::organisations_of_recipient(tx, recipient).await? {
+        let record = Record { organisation, kind, message: None, recipient: Some(recipient), detail };
+        audit::append(tx, backend, record, now()).await?;
+    }
+    Ok(())
+}
+
+/// Ends every session of the patient: their devices' sealed blobs become useless. Returns how
+/// many sessions were live.
+pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Result<u64, AppError> {
+    let mut tx = store.pool().begin().await?;
+    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
+    let ended = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
+    let detail = format!("sessions={ended}");
+    audit_patient_event(&mut tx, store.backend(), recipient, AuditKind::SessionRevoked, &detail).await?;
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// Forgets the patient's enrollment and ends their sessions.
+pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Result<(), AppError> {
+    let mut tx = store.pool().begin().await?;
+    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
+    if !recipients::reset_enrollment(&mut tx, recipient).await? {
+        return Err(AppError::Conflict { code: "not_enrolled", message: "the patient has not enrolled" });
+    }
+    sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
+    audit_patient_event(&mut tx, store.backend(), recipient, AuditKind::KeyReset, "").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every audit event of an organisation, oldest first.
+pub async fn audit_events(store: &Store, org: &str) -> Result<Vec<AuditEvent>, AppError> {
+    let org = parse_org(org)?;
+    let mut conn = store.pool().acquire().await?;
+    let mut events = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e: &AuditEvent| e.seq);
+        let page = audit::page(&mut conn, org, after, 5_000).await?;
+        if page.is_empty() {
+            return Ok(events);
+        }
+        events.extend(page);
+    }
+}

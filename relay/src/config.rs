@@ -1,0 +1,270 @@
+//! Command line and environment configuration of the relay binary.
+//!
+//! Every option is a flag and a `RELAY_*` environment variable; `relay --help` lists them.
+//! Secrets (the data key, the Twilio auth token) are held in [`Secret`], whose `Debug` is
+//! redacted, so the configuration can be logged at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A string that must never be printed.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "[unset]" } else { "[redacted]" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// The SecureText relay: stores only ciphertext, texts patients a link, serves the viewer.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Storage options shared by every command.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Database and data-key options.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Database URL: `sqlite://FILE` (embedded, single machine) or `postgres://…` (several
+    /// relays). SQLite files are created on first use and run in WAL mode.
+    #[arg(long, env = "RELAY_DATABASE_URL", default_value = "sqlite://relay.sqlite", global = true)]
+    pub database_url: String,
+
+    /// The data key that encrypts phone numbers and queued SMS at rest (43 characters of
+    /// base64url). Required with PostgreSQL; with SQLite, defaults to a key file beside the
+    /// database, created on first start with owner-only permissions.
+    #[arg(long, env = "RELAY_DATA_KEY", hide_env_values = true, global = true)]
+    pub data_key: Option<Secret>,
+
+    /// File holding the data key (used when `--data-key` is not given).
+    #[arg(long, env = "RELAY_DATA_KEY_FILE", global = true)]
+    pub data_key_file: Option<PathBuf>,
+}
+
+/// The relay's commands: the server and the operator's tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server and the background jobs (SMS outbox, purge).
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations and exit (`serve` also applies them at start-up).
+    Migrate,
+    /// Manage sending organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage sender API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Manage patients: remote wipe and enrollment reset.
+    #[command(subcommand)]
+    Patient(PatientCommand),
+    /// Export or verify an organisation's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Organisation commands.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation; prints its id.
+    Create {
+        /// Name shown to patients in the SMS ("Message from NAME").
+        #[arg(long)]
+        name: String,
+    },
+    /// List organisations.
+    List,
+}
+
+/// API-key commands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for an organisation; the key is printed once and stored only as a hash.
+    Create {
+        /// Organisation id.
+        #[arg(long)]
+        org: String,
+        /// A label to recognise the key by (e.g. "EHR integration").
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke an API key by its id.
+    Revoke {
+        /// API key id (as printed by `create`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// Patient commands.
+#[derive(Debug, Subcommand)]
+pub enum PatientCommand {
+    /// End every session of the patient (remote wipe of a lost phone).
+    RevokeSessions {
+        /// The patient's phone number in E.164 form (+15551234567).
+        #[arg(long)]
+        phone: String,
+    },
+    /// Forget the patient's enrollment (forgotten password): they enroll again from their next
+    /// link, and senders re-wrap live messages after approving the new key.
+    ResetEnrollment {
+        /// The patient's phone number in E.164 form.
+        #[arg(long)]
+        phone: String,
+    },
+}
+
+/// Audit commands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the organisation's audit log as JSON lines.
+    Export {
+        /// Organisation id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Verify the organisation's audit hash chain.
+    Verify {
+        /// Organisation id.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+/// Which SMS provider delivers links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SmsProviderKind {
+    /// Print each SMS and append it to the outbox file (development, tests, demos).
+    Console,
+    /// Twilio's Messages API.
+    Twilio,
+}
+
+/// Options of `relay serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Public base URL of this relay, used in SMS links. `https://` turns on `Secure` cookies
+    /// and HSTS (TLS is expected to terminate at a proxy in front of the relay).
+    #[arg(long, env = "RELAY_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: url::Url,
+
+    /// Directory of the built viewer (`trunk build --release` output).
+    #[arg(long, env = "RELAY_VIEWER_DIR", default_value = "dist")]
+    pub viewer_dir: PathBuf,
+
+    /// SMS provider.
+    #[arg(long, env = "RELAY_SMS_PROVIDER", value_enum, default_value = "console")]
+    pub sms_provider: SmsProviderKind,
+
+    /// Console provider: file the SMS are appended to (one JSON object per line).
+    #[arg(long, env = "RELAY_SMS_OUTBOX_FILE", default_value = "sms-outbox.jsonl")]
+    pub sms_outbox_file: PathBuf,
+
+    /// Twilio: API base URL (change only for testing against a stand-in).
+    #[arg(long, env = "RELAY_TWILIO_BASE_URL", default_value = "https://api.twilio.com")]
+    pub twilio_base_url: url::Url,
+
+    /// Twilio: account SID.
+    #[arg(long, env = "RELAY_TWILIO_ACCOUNT_SID", default_value = "")]
+    pub twilio_account_sid: String,
+
+    /// Twilio: auth token (also verifies status callbacks).
+    #[arg(long, env = "RELAY_TWILIO_AUTH_TOKEN", hide_env_values = true, default_value = "")]
+    pub twilio_auth_token: Secret,
+
+    /// Twilio: sending number (E.164). Either this or a messaging service SID.
+    #[arg(long, env = "RELAY_TWILIO_FROM")]
+    pub twilio_from: Option<String>,
+
+    /// Twilio: messaging service SID (instead of a sending number).
+    #[arg(long, env = "RELAY_TWILIO_MESSAGING_SERVICE_SID")]
+    pub twilio_messaging_service_sid: Option<String>,
+
+    /// Lifetimes and limits.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Lifetimes, limits and job intervals.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Viewer sessions end after this long, whatever the activity (seconds).
+    #[arg(long, env = "RELAY_SESSION_MAX_SECONDS", default_value_t = 3600)]
+    pub session_max_seconds: u64,
+
+    /// Viewer sessions end after this long without a request (seconds); the viewer locks itself
+    /// after the same time.
+    #[arg(long, env = "RELAY_SESSION_IDLE_SECONDS", default_value_t = 300)]
+    pub session_idle_seconds: u64,
+
+    /// Longest message lifetime a sender may ask for (seconds).
+    #[arg(long, env = "RELAY_MESSAGE_MAX_LIFETIME_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub message_max_lifetime_seconds: u64,
+
+    /// Failed unlocks per patient before the first lockout.
+    #[arg(long, env = "RELAY_UNLOCK_ATTEMPTS", default_value_t = 5)]
+    pub unlock_attempts: u32,
+
+    /// First lockout (seconds); each further lockout doubles it, up to a day.
+    #[arg(long, env = "RELAY_LOCKOUT_SECONDS", default_value_t = 60)]
+    pub lockout_seconds: u64,
+
+    /// Failed unlocks from one client address (any patient) before it is locked out.
+    #[arg(long, env = "RELAY_ADDRESS_UNLOCK_ATTEMPTS", default_value_t = 20)]
+    pub address_unlock_attempts: u32,
+
+    /// Messages one API key may submit per minute.
+    #[arg(long, env = "RELAY_SEND_RATE_PER_MINUTE", default_value_t = 120)]
+    pub send_rate_per_minute: u32,
+
+    /// Largest request body accepted (bytes).
+    #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How often the SMS outbox is polled when idle (milliseconds).
+    #[arg(long, env = "RELAY_OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+
+    /// Attempts to deliver an SMS before it is marked failed.
+    #[arg(long, env = "RELAY_SMS_MAX_ATTEMPTS", default_value_t = 8)]
+    pub sms_max_attempts: u32,
+
+    /// How often expired and revoked ciphertext is purged (seconds).
+    #[arg(long, env = "RELAY_PURGE_INTERVAL_SECONDS", default_value_t = 60)]
+    pub purge_interval_seconds: u64,
+}
+
+impl Limits {
+    /// Session idle timeout.
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_seconds)
+    }
+}

@@ -1,0 +1,129 @@
+//! HTTP plumbing shared by every route: JSON and path extractors that answer with the relay's
+//! error body, security headers, and request tracing that never records a URI (the viewer's
+//! `/m/{link}` path carries a bearer token).
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// A JSON body whose rejections become [`AppError`]s.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::JsonDataError(e)) => Err(AppError::invalid("body", e.body_text())),
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(AppError::BadRequest("body is not valid JSON".into()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(AppError::BadRequest(
+                "expected Content-Type: application/json".into(),
+            )),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::BodyTooLarge)
+            }
+            Err(other) => Err(AppError::BadRequest(other.body_text())),
+        }
+    }
+}
+
+/// A path parameter whose rejections become [`AppError`]s.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|e: PathRejection| AppError::invalid("path", e.body_text()))
+    }
+}
+
+/// The JSON 404 for unknown routes.
+pub async fn not_found() -> AppError {
+    AppError::NotFound("no such endpoint")
+}
+
+/// The strict headers every response carries. The CSP allows exactly what the WASM viewer
+/// needs: its own scripts and styles, WebAssembly compilation, and calls back to this origin.
+pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with("/v1/") || req.uri().path().starts_with("/m/");
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    );
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        headers,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        headers,
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
+    set(
+        headers,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    );
+    if is_api {
+        set(headers, header::CACHE_CONTROL, "no-store");
+        set(headers, header::PRAGMA, "no-cache");
+    }
+    if state.settings().tls {
+        set(
+            headers,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
+    }
+    state.metrics().count_status(response.status().as_u16());
+    response
+}
+
+/// Records each request as a span with its method, route template and request id — never the
+/// concrete URI, which may hold a link token.
+pub fn request_span(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %req.method(), route, request_id)
+}
+
+/// A plain 204 No Content.
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}

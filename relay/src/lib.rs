@@ -1,0 +1,84 @@
+//! SecureText relay: the thin server that stores only ciphertext and texts patients a link.
+//!
+//! It is a library (router, store, jobs) with a thin binary (`src/main.rs`), so integration
+//! tests run the real server in-process on a loopback port: [`app`] builds the router,
+//! [`run`] serves it with the background jobs until shutdown.
+//!
+//! # Invariants
+//! - The relay never holds anything that opens a message: it stores envelopes, public keys,
+//!   sealed private keys, salts, verifiers and token hashes. No decryption of message content
+//!   exists in this crate.
+//! - Logs and audit records carry ids and codes, never message text, tokens, keys, passwords
+//!   or phone numbers.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod phone;
+pub mod sms;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderName;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+
+/// The relay's router: every route, the security headers and the request tracing.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let viewer_assets = ServeDir::new(&state.settings().viewer_dir)
+        .not_found_service(axum::routing::any(http::not_found).with_state(state.clone()));
+    Router::new()
+        .merge(api::sender::routes())
+        .merge(api::viewer::routes())
+        .merge(api::sms_callback::routes())
+        .merge(api::ops::routes())
+        .route_service("/", ServeDir::new(&state.settings().viewer_dir))
+        .fallback_service(viewer_assets)
+        .method_not_allowed_fallback(|| async {
+            error::AppError::NotFound("no such method on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(state.settings().limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::security_headers,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(http::request_span))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` with the background jobs until `shutdown` completes, then
+/// finishes in-flight requests, stops the jobs and closes the database.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let outbox = tokio::spawn(jobs::run_outbox(state.clone(), stopped.clone()));
+    let purge = tokio::spawn(jobs::run_purge(state.clone(), stopped));
+    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop.send(true);
+    let _ = tokio::join!(outbox, purge);
+    state.store().close().await;
+    served
+}

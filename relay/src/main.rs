@@ -1,0 +1,130 @@
+//! The `relay` binary: parses the command line and hands over to the library.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use relay::config::{ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, ServeArgs, SmsProviderKind, StorageArgs};
+use relay::sms::SmsProvider;
+use relay::sms::console::ConsoleProvider;
+use relay::sms::twilio::{TwilioConfig, TwilioProvider};
+use relay::state::{AppState, Clock, Settings};
+use relay::store::Store;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let store = Store::open(&cli.storage.database_url)
+        .await
+        .context("opening the database")?;
+    match cli.command {
+        Command::Serve(args) => serve(store, &cli.storage, *args).await?,
+        Command::Migrate => println!("migrations applied"),
+        Command::Org(OrgCommand::Create { name }) => {
+            println!("{}", relay::admin::create_org(&store, &name).await?);
+        }
+        Command::Org(OrgCommand::List) => {
+            for (id, name, fingerprint) in relay::admin::list_orgs(&store).await? {
+                println!("{id}\t{name}\t{}", fingerprint.as_deref().unwrap_or("(no key registered)"));
+            }
+        }
+        Command::ApiKey(ApiKeyCommand::Create { org, label }) => {
+            let key = relay::admin::create_api_key(&store, &org, &label).await?;
+            eprintln!("API key {} created. It is shown once; store it now.", key.id);
+            println!("{}", key.secret.as_str());
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
+            relay::admin::revoke_api_key(&store, &id).await?;
+            println!("revoked {id}");
+        }
+        Command::Patient(command) => {
+            let key = relay::admin::load_data_key(&cli.storage)?;
+            match command {
+                PatientCommand::RevokeSessions { phone } => {
+                    let ended = relay::admin::revoke_sessions(&store, &key, &phone).await?;
+                    println!("ended {ended} live session(s)");
+                }
+                PatientCommand::ResetEnrollment { phone } => {
+                    relay::admin::reset_enrollment(&store, &key, &phone).await?;
+                    println!("enrollment reset; the patient sets a new password from their next link");
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Export { org }) => {
+            print!("{}", shared::audit::to_json_lines(&relay::admin::audit_events(&store, &org).await?));
+        }
+        Command::Audit(AuditCommand::Verify { org }) => {
+            let events = relay::admin::audit_events(&store, &org).await?;
+            shared::audit::verify_chain(&events).context("audit chain does not verify")?;
+            println!("audit chain verifies: {} event(s)", events.len());
+        }
+    }
+    Ok(())
+}
+
+async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let data_key = relay::admin::load_data_key(storage)?;
+    let public_url = args.public_url.as_str().trim_end_matches('/').to_owned();
+    let status_callback = format!("{public_url}{}", relay::api::sms_callback::TWILIO_STATUS_PATH);
+    let (sms, twilio_auth_token): (Arc<dyn SmsProvider>, _) = match args.sms_provider {
+        SmsProviderKind::Console => (Arc::new(ConsoleProvider::new(args.sms_outbox_file.clone())), None),
+        SmsProviderKind::Twilio => {
+            let provider = TwilioProvider::new(TwilioConfig {
+                base_url: args.twilio_base_url.clone(),
+                account_sid: args.twilio_account_sid.clone(),
+                auth_token: args.twilio_auth_token.clone(),
+                from: args.twilio_from.clone(),
+                messaging_service_sid: args.twilio_messaging_service_sid.clone(),
+                status_callback: Some(status_callback.parse().context("status callback URL")?),
+            })
+            .context("Twilio configuration")?;
+            (Arc::new(provider), Some(args.twilio_auth_token.clone()))
+        }
+    };
+    let settings = Settings {
+        tls: args.public_url.scheme() == "https",
+        public_url,
+        viewer_dir: args.viewer_dir.clone(),
+        limits: args.limits.clone(),
+        twilio_auth_token,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        public_url = %settings.public_url,
+        sms = sms.name(),
+        database = ?store.backend(),
+        "relay serving"
+    );
+    let state = AppState::new(store, data_key, settings, sms, Clock::System);
+    relay::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

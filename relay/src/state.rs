@@ -1,0 +1,130 @@
+//! Shared state of a running relay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use shared::at_rest::DataKey;
+use tokio::sync::Notify;
+
+use crate::config::{Limits, Secret};
+use crate::metrics::Metrics;
+use crate::sms::SmsProvider;
+use crate::store::Store;
+
+/// The time source. Tests drive a manual clock to cross expiries and lockouts without sleeping.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// Wall-clock Unix seconds.
+    System,
+    /// A settable time, for tests.
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// Current Unix seconds.
+    pub fn now(&self) -> i64 {
+        match self {
+            Self::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            Self::Manual(now) => now.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Settings the handlers need (the serve options, resolved).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL used in SMS links (no trailing slash).
+    pub public_url: String,
+    /// Whether the relay is reached over TLS (Secure cookies, HSTS).
+    pub tls: bool,
+    /// Built viewer directory.
+    pub viewer_dir: PathBuf,
+    /// Lifetimes and limits.
+    pub limits: Limits,
+    /// Twilio's auth token, to verify status callbacks (when Twilio is the provider).
+    pub twilio_auth_token: Option<Secret>,
+}
+
+/// Everything a request handler or background job can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    data_key: DataKey,
+    settings: Settings,
+    sms: Arc<dyn SmsProvider>,
+    outbox_wake: Notify,
+    metrics: Metrics,
+    clock: Clock,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        store: Store,
+        data_key: DataKey,
+        settings: Settings,
+        sms: Arc<dyn SmsProvider>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                data_key,
+                settings,
+                sms,
+                outbox_wake: Notify::new(),
+                metrics: Metrics::default(),
+                clock,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The data key for phone numbers and queued SMS.
+    pub fn data_key(&self) -> &DataKey {
+        &self.inner.data_key
+    }
+
+    /// Resolved settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The SMS provider.
+    pub fn sms(&self) -> &dyn SmsProvider {
+        self.inner.sms.as_ref()
+    }
+
+    /// Wakes the outbox worker (a message was just queued).
+    pub fn wake_outbox(&self) {
+        self.inner.outbox_wake.notify_one();
+    }
+
+    /// Waits until [`Self::wake_outbox`] is called.
+    pub async fn outbox_woken(&self) {
+        self.inner.outbox_wake.notified().await;
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Current Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+}

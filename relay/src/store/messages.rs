@@ -1,0 +1,362 @@
+//! Messages (sealed envelopes) and the SMS links that lead to them.
+
+use serde::Serialize;
+use shared::envelope::Envelope;
+use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::keys::{Fingerprint, PublicKey};
+use shared::token::TokenHash;
+use sqlx::{AnyConnection, Row};
+
+use crate::error::AppError;
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Deliverable.
+    Active,
+    /// Withdrawn by the sender; ciphertext purged.
+    Revoked,
+    /// Past its expiry; ciphertext purged.
+    Expired,
+}
+
+impl MessageStatus {
+    fn parse(text: &str) -> Result<Self, AppError> {
+        match text {
+            "active" => Ok(Self::Active),
+            "revoked" => Ok(Self::Revoked),
+            "expired" => Ok(Self::Expired),
+            other => Err(AppError::Internal(format!("stored message status {other:?}"))),
+        }
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Its id (chosen by the sender, bound in the header).
+    pub id: MessageId,
+    /// Sender.
+    pub organisation_id: OrganisationId,
+    /// Patient.
+    pub recipient_id: RecipientId,
+    /// The envelope; `None` once purged.
+    pub envelope: Option<Envelope>,
+    /// Which recipient key the envelope is wrapped to, if any.
+    pub recipient_wrap: Option<Fingerprint>,
+    /// Life-cycle state.
+    pub status: MessageStatus,
+    /// When it was accepted.
+    pub created_at: i64,
+    /// When it expires.
+    pub expires_at: i64,
+    /// First time the viewer opened its link.
+    pub opened_at: Option<i64>,
+    /// First read receipt.
+    pub read_at: Option<i64>,
+}
+
+impl StoredMessage {
+    /// The status the patient and sender see at `now` (expiry may precede the purge job).
+    pub fn status_at(&self, now: i64) -> MessageStatus {
+        match self.status {
+            MessageStatus::Active if now >= self.expires_at => MessageStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope, \
+                       m.recipient_wrap_fingerprint, m.status, m.created_at, m.expires_at, \
+                       m.opened_at, m.read_at";
+
+fn bad(what: &'static str) -> impl Fn(shared::Error) -> AppError {
+    move |e| AppError::Internal(format!("stored {what}: {e}"))
+}
+
+fn parse(row: &sqlx::any::AnyRow) -> Result<StoredMessage, AppError> {
+    let envelope: Option<String> = row.try_get("envelope")?;
+    let wrap: Option<String> = row.try_get("recipient_wrap_fingerprint")?;
+    Ok(StoredMessage {
+        id: MessageId::parse(&row.try_get::<String, _>("id")?).map_err(bad("message id"))?,
+        organisation_id: OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
+            .map_err(bad("organisation id"))?,
+        recipient_id: RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
+            .map_err(bad("recipient id"))?,
+        envelope: envelope
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| AppError::Internal(format!("stored envelope: {e}")))?,
+        recipient_wrap: wrap
+            .map(|f| Fingerprint::parse(&f))
+            .transpose()
+            .map_err(bad("fingerprint"))?,
+        status: MessageStatus::parse(&row.try_get::<String, _>("status")?)?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        opened_at: row.try_get("opened_at")?,
+        read_at: row.try_get("read_at")?,
+    })
+}
+
+fn envelope_json(envelope: &Envelope) -> Result<String, AppError> {
+    serde_json::to_string(envelope).map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// A message about to be stored.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    /// The validated envelope.
+    pub envelope: &'a Envelope,
+    /// Patient.
+    pub recipient_id: RecipientId,
+    /// Sender's idempotency key.
+    pub idempotency_key: Option<&'a str>,
+    /// Hash of the SMS link token.
+    pub link: TokenHash,
+    /// Acceptance time.
+    pub now: i64,
+}
+
+/// Stores a message and its link. Fails on a duplicate id or idempotency key.
+pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Result<(), AppError> {
+    let header = &message.envelope.header;
+    let wrap = message
+        .envelope
+        .wrap_for(shared::envelope::WrapRole::Recipient)
+        .map(|w| w.key_fingerprint.to_string());
+    sqlx::query(
+        "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, envelope, \
+         recipient_wrap_fingerprint, status, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)",
+    )
+    .bind(header.message_id.to_string())
+    .bind(header.organisation_id.to_string())
+    .bind(message.recipient_id.to_string())
+    .bind(message.idempotency_key)
+    .bind(envelope_json(message.envelope)?)
+    .bind(wrap)
+    .bind(message.now)
+    .bind(header.expires_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO links (token_hash, message_id) VALUES ($1, $2)")
+        .bind(message.link.as_bytes().to_vec())
+        .bind(header.message_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether a message id is taken (by any organisation).
+pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> Result<bool, AppError> {
+    Ok(sqlx::query("SELECT 1 FROM messages WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
+/// A message by id.
+pub async fn get(conn: &mut AnyConnection, id: MessageId) -> Result<Option<StoredMessage>, AppError> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM messages m WHERE m.id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .map(|row| parse(&row))
+        .transpose()
+}
+
+/// The message an organisation already stored under an idempotency key.
+pub async fn by_idempotency_key(
+    conn: &mut AnyConnection,
+    organisation: OrganisationId,
+    key: &str,
+) -> Result<Option<StoredMessage>, AppError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages m WHERE m.organisation_id = $1 AND m.idempotency_key = $2"
+    ))
+    .bind(organisation.to_string())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?
+    .map(|row| parse(&row))
+    .transpose()
+}
+
+/// The message an SMS link leads to.
+pub async fn by_link(
+    conn: &mut AnyConnection,
+    link: &TokenHash,
+) -> Result<Option<StoredMessage>, AppError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages m JOIN links l ON l.message_id = m.id WHERE l.token_hash = $1"
+    ))
+    .bind(link.as_bytes().to_vec())
+    .fetch_optional(conn)
+    .await?
+    .map(|row| parse(&row))
+    .transpose()
+}
+
+/// A patient's deliverable messages, newest first.
+pub async fn live_for_recipient(
+    conn: &mut AnyConnection,
+    recipient: RecipientId,
+    now: i64,
+) -> Result<Vec<StoredMessage>, AppError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages m WHERE m.recipient_id = $1 AND m.status = 'active' \
+         AND m.expires_at > $2 ORDER BY m.created_at DESC, m.id"
+    ))
+    .bind(recipient.to_string())
+    .bind(now)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(parse)
+    .collect()
+}
+
+/// A message waiting for its sender to wrap the content key to the patient's current key.
+#[derive(Debug)]
+pub struct PendingRewrap {
+    /// The message.
+    pub message: StoredMessage,
+    /// The patient's current public key.
+    pub recipient_key: PublicKey,
+}
+
+/// An organisation's live messages whose patient is enrolled under a key the message is not
+/// wrapped to (first contact, or re-enrollment).
+pub async fn pending_rewraps(
+    conn: &mut AnyConnection,
+    organisation: OrganisationId,
+    now: i64,
+) -> Result<Vec<PendingRewrap>, AppError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS}, r.public_key AS recipient_key FROM messages m \
+         JOIN recipients r ON r.id = m.recipient_id \
+         WHERE m.organisation_id = $1 AND m.status = 'active' AND m.expires_at > $2 \
+         AND r.enrolled_at IS NOT NULL \
+         AND (m.recipient_wrap_fingerprint IS NULL OR m.recipient_wrap_fingerprint <> r.fingerprint) \
+         ORDER BY m.created_at, m.id"
+    ))
+    .bind(organisation.to_string())
+    .bind(now)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| {
+        let der: Vec<u8> = row.try_get("recipient_key")?;
+        Ok(PendingRewrap {
+            message: parse(row)?,
+            recipient_key: PublicKey::from_spki_der(&der).map_err(bad("recipient key"))?,
+        })
+    })
+    .collect()
+}
+
+/// Replaces the envelope after a re-wrap.
+pub async fn set_envelope(
+    conn: &mut AnyConnection,
+    envelope: &Envelope,
+    recipient_wrap: Fingerprint,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE messages SET envelope = $1, recipient_wrap_fingerprint = $2 \
+         WHERE id = $3 AND status = 'active'",
+    )
+    .bind(envelope_json(envelope)?)
+    .bind(recipient_wrap.to_string())
+    .bind(envelope.header.message_id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes an active message; `false` if it was not active.
+pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
+    let done = sqlx::query(
+        "UPDATE messages SET status = 'revoked', ended_at = $1 WHERE id = $2 AND status = 'active'",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records the first open; `true` the first time.
+pub async fn mark_opened(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
+    let done = sqlx::query("UPDATE messages SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records the first read receipt; `true` the first time.
+pub async fn mark_read(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
+    let done = sqlx::query("UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks due messages expired and purges their ciphertext; returns them for auditing.
+pub async fn expire_due(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<Vec<(MessageId, OrganisationId, RecipientId)>, AppError> {
+    let rows = sqlx::query(
+        "UPDATE messages SET status = 'expired', envelope = NULL, ended_at = $1 \
+         WHERE status = 'active' AND expires_at <= $1 \
+         RETURNING id, organisation_id, recipient_id",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                MessageId::parse(&row.try_get::<String, _>("id")?).map_err(bad("message id"))?,
+                OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
+                    .map_err(bad("organisation id"))?,
+                RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
+                    .map_err(bad("recipient id"))?,
+            ))
+        })
+        .collect()
+}
+
+/// Purges the ciphertext of revoked messages; returns how many.
+pub async fn purge_revoked(conn: &mut AnyConnection) -> Result<u64, AppError> {
+    Ok(
+        sqlx::query("UPDATE messages SET envelope = NULL WHERE status = 'revoked' AND envelope IS NOT NULL")
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// The organisations that have messaged a patient (whose audit logs record patient events).
+pub async fn organisations_of_recipient(
+    conn: &mut AnyConnection,
+    recipient: RecipientId,
+) -> Result<Vec<OrganisationId>, AppError> {
+    sqlx::query("SELECT DISTINCT organisation_id FROM messages WHERE recipient_id = $1")
+        .bind(recipient.to_string())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
+                .map_err(bad("organisation id"))
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! Viewer sessions and the relay's half of each session key.
+
+use shared::ids::{RecipientId, SessionId};
+use shared::token::TokenHash;
+use sqlx::{AnyConnection, Row};
+
+use crate::error::AppError;
+
+/// A live session.
+#[derive(Debug)]
+pub struct SessionRow {
+    /// Session id (salts the session key).
+    pub id: SessionId,
+    /// Whose session.
+    pub recipient_id: RecipientId,
+    /// The relay half, sealed with the data key.
+    pub relay_half_sealed: Vec<u8>,
+    /// Last request.
+    pub last_seen_at: i64,
+    /// Hard end.
+    pub expires_at: i64,
+}
+
+/// A new session.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    /// Its id.
+    pub id: SessionId,
+    /// Hash of the cookie token.
+    pub token: TokenHash,
+    /// Whose.
+    pub recipient_id: RecipientId,
+    /// Relay half, sealed with the data key.
+    pub relay_half_sealed: &'a [u8],
+    /// Start.
+    pub now: i64,
+    /// Hard end.
+    pub expires_at: i64,
+}
+
+/// Stores a new session.
+pub async fn create(conn: &mut AnyConnection, session: &NewSession<'_>) -> Result<(), AppError> {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, recipient_id, relay_half, created_at, last_seen_at, \
+         expires_at) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+    )
+    .bind(session.id.to_string())
+    .bind(session.token.as_bytes().to_vec())
+    .bind(session.recipient_id.to_string())
+    .bind(session.relay_half_sealed.to_vec())
+    .bind(session.now)
+    .bind(session.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live session with this cookie token, if it has not ended, expired or idled out.
+pub async fn live_by_token(
+    conn: &mut AnyConnection,
+    token: &TokenHash,
+    now: i64,
+    idle_seconds: i64,
+) -> Result<Option<SessionRow>, AppError> {
+    let row = sqlx::query(
+        "SELECT id, recipient_id, relay_half, last_seen_at, expires_at FROM sessions \
+         WHERE token_hash = $1 AND ended_at IS NULL AND relay_half IS NOT NULL \
+         AND expires_at > $2 AND last_seen_at > $3",
+    )
+    .bind(token.as_bytes().to_vec())
+    .bind(now)
+    .bind(now - idle_seconds)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        let bad = |e: shared::Error| AppError::Internal(format!("stored session: {e}"));
+        Ok(SessionRow {
+            id: SessionId::parse(&row.try_get::<String, _>("id")?).map_err(bad)?,
+            recipient_id: RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
+                .map_err(bad)?,
+            relay_half_sealed: row.try_get("relay_half")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records activity on a session (pushes back the idle timeout).
+pub async fn touch(conn: &mut AnyConnection, id: SessionId, now: i64) -> Result<(), AppError> {
+    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Ends one session and destroys its relay half.
+pub async fn end(
+    conn: &mut AnyConnection,
+    id: SessionId,
+    now: i64,
+    reason: &str,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = $2 \
+         WHERE id = $3 AND ended_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends every session of a patient (remote wipe); returns how many were live.
+pub async fn end_all_for_recipient(
+    conn: &mut AnyConnection,
+    recipient: RecipientId,
+    now: i64,
+    reason: &str,
+) -> Result<u64, AppError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = $2 \
+         WHERE recipient_id = $3 AND ended_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(recipient.to_string())
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Ends sessions past their hard end or idle timeout; returns how many.
+pub async fn end_stale(conn: &mut AnyConnection, now: i64, idle_seconds: i64) -> Result<u64, AppError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = 'timeout' \
+         WHERE ended_at IS NULL AND (expires_at <= $1 OR last_seen_at <= $2)",
+    )
+    .bind(now)
+    .bind(now - idle_seconds)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
