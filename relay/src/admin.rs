@@ -43,7 +43,8 @@ fn default_key_file(database_url: &str) -> Option<PathBuf> {
 /// first start with owner-only permissions.
 pub fn load_data_key(storage: &StorageArgs) -> Result<DataKey, AdminError> {
     if let Some(key) = &storage.data_key {
-        return DataKey::from_base64url(key.expose()).map_err(|e| AdminError::DataKey(e.to_string()));
+        return DataKey::from_base64url(key.expose())
+            .map_err(|e| AdminError::DataKey(e.to_string()));
     }
     let backend = Backend::from_url(&storage.database_url)?;
     let file = match (&storage.data_key_file, backend) {
@@ -104,12 +105,20 @@ pub async fn create_org(store: &Store, name: &str) -> Result<OrganisationId, App
 }
 
 /// Lists organisations as (id, name, key fingerprint).
-pub async fn list_orgs(store: &Store) -> Result<Vec<(OrganisationId, String, Option<String>)>, AppError> {
+pub async fn list_orgs(
+    store: &Store,
+) -> Result<Vec<(OrganisationId, String, Option<String>)>, AppError> {
     let mut conn = store.pool().acquire().await?;
     Ok(orgs::list(&mut conn)
         .await?
         .into_iter()
-        .map(|o| (o.id, o.display_name, o.public_key.map(|k| k.fingerprint().to_string())))
+        .map(|o| {
+            (
+                o.id,
+                o.display_name,
+                o.public_key.map(|k| k.fingerprint().to_string()),
+            )
+        })
         .collect())
 }
 
@@ -126,17 +135,37 @@ pub struct NewApiKey {
 pub async fn create_api_key(store: &Store, org: &str, label: &str) -> Result<NewApiKey, AppError> {
     let org = parse_org(org)?;
     let token = Token::random(&mut OsRng);
-    let id = format!("key_{}", &hex::encode(token.hash(TokenKind::ApiKey).as_bytes())[..12]);
+    let id = format!(
+        "key_{}",
+        &hex::encode(token.hash(TokenKind::ApiKey).as_bytes())[..12]
+    );
     let mut tx = store.pool().begin().await?;
     orgs::get(&mut tx, org)
         .await?
         .ok_or(AppError::NotFound("no such organisation"))?;
-    orgs::create_api_key(&mut tx, &id, org, &token.hash(TokenKind::ApiKey), label, now()).await?;
+    orgs::create_api_key(
+        &mut tx,
+        &id,
+        org,
+        &token.hash(TokenKind::ApiKey),
+        label,
+        now(),
+    )
+    .await?;
     let detail = format!("key={id}");
-    let record = Record { organisation: org, kind: AuditKind::ApiKeyCreated, message: None, recipient: None, detail: &detail };
+    let record = Record {
+        organisation: org,
+        kind: AuditKind::ApiKeyCreated,
+        message: None,
+        recipient: None,
+        detail: &detail,
+    };
     audit::append(&mut tx, store.backend(), record, now()).await?;
     tx.commit().await?;
-    Ok(NewApiKey { id, secret: token.to_base64url() })
+    Ok(NewApiKey {
+        id,
+        secret: token.to_base64url(),
+    })
 }
 
 /// Revokes an API key.
@@ -146,7 +175,13 @@ pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AppError> {
         .await?
         .ok_or(AppError::NotFound("no live API key with this id"))?;
     let detail = format!("key={id}");
-    let record = Record { organisation: org, kind: AuditKind::ApiKeyRevoked, message: None, recipient: None, detail: &detail };
+    let record = Record {
+        organisation: org,
+        kind: AuditKind::ApiKeyRevoked,
+        message: None,
+        recipient: None,
+        detail: &detail,
+    };
     audit::append(&mut tx, store.backend(), record, now()).await?;
     tx.commit().await?;
     Ok(())
@@ -172,7 +207,13 @@ async fn audit_patient_event(
     detail: &str,
 ) -> Result<(), AppError> {
     for organisation in messages::organisations_of_recipient(tx, recipient).await? {
-        let record = Record { organisation, kind, message: None, recipient: Some(recipient), detail };
+        let record = Record {
+            organisation,
+            kind,
+            message: None,
+            recipient: Some(recipient),
+            detail,
+        };
         audit::append(tx, backend, record, now()).await?;
     }
     Ok(())
@@ -185,7 +226,14 @@ pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Resul
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
     let ended = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
     let detail = format!("sessions={ended}");
-    audit_patient_event(&mut tx, store.backend(), recipient, AuditKind::SessionRevoked, &detail).await?;
+    audit_patient_event(
+        &mut tx,
+        store.backend(),
+        recipient,
+        AuditKind::SessionRevoked,
+        &detail,
+    )
+    .await?;
     tx.commit().await?;
     Ok(ended)
 }
@@ -195,7 +243,10 @@ pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Resu
     let mut tx = store.pool().begin().await?;
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
     if !recipients::reset_enrollment(&mut tx, recipient).await? {
-        return Err(AppError::Conflict { code: "not_enrolled", message: "the patient has not enrolled" });
+        return Err(AppError::Conflict {
+            code: "not_enrolled",
+            message: "the patient has not enrolled",
+        });
     }
     sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
     audit_patient_event(&mut tx, store.backend(), recipient, AuditKind::KeyReset, "").await?;

@@ -24,7 +24,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "[unset]" } else { "[redacted]" })
+        f.write_str(if self.0.is_empty() {
+            "[unset]"
+        } else {
+            "[redacted]"
+        })
     }
 }
 
@@ -52,7 +56,12 @@ pub struct Cli {
 pub struct StorageArgs {
     /// Database URL: `sqlite://FILE` (embedded, single machine) or `postgres://…` (several
     /// relays). SQLite files are created on first use and run in WAL mode.
-    #[arg(long, env = "RELAY_DATABASE_URL", default_value = "sqlite://relay.sqlite", global = true)]
+    #[arg(
+        long,
+        env = "RELAY_DATABASE_URL",
+        default_value = "sqlite://relay.sqlite",
+        global = true
+    )]
     pub database_url: String,
 
     /// The data key that encrypts phone numbers and queued SMS at rest (43 characters of
@@ -173,7 +182,11 @@ pub struct ServeArgs {
 
     /// Public base URL of this relay, used in SMS links. `https://` turns on `Secure` cookies
     /// and HSTS (TLS is expected to terminate at a proxy in front of the relay).
-    #[arg(long, env = "RELAY_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "RELAY_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub public_url: url::Url,
 
     /// Directory of the built viewer (`trunk build --release` output).
@@ -181,15 +194,28 @@ pub struct ServeArgs {
     pub viewer_dir: PathBuf,
 
     /// SMS provider.
-    #[arg(long, env = "RELAY_SMS_PROVIDER", value_enum, default_value = "console")]
+    #[arg(
+        long,
+        env = "RELAY_SMS_PROVIDER",
+        value_enum,
+        default_value = "console"
+    )]
     pub sms_provider: SmsProviderKind,
 
     /// Console provider: file the SMS are appended to (one JSON object per line).
-    #[arg(long, env = "RELAY_SMS_OUTBOX_FILE", default_value = "sms-outbox.jsonl")]
+    #[arg(
+        long,
+        env = "RELAY_SMS_OUTBOX_FILE",
+        default_value = "sms-outbox.jsonl"
+    )]
     pub sms_outbox_file: PathBuf,
 
     /// Twilio: API base URL (change only for testing against a stand-in).
-    #[arg(long, env = "RELAY_TWILIO_BASE_URL", default_value = "https://api.twilio.com")]
+    #[arg(
+        long,
+        env = "RELAY_TWILIO_BASE_URL",
+        default_value = "https://api.twilio.com"
+    )]
     pub twilio_base_url: url::Url,
 
     /// Twilio: account SID.
@@ -197,7 +223,12 @@ pub struct ServeArgs {
     pub twilio_account_sid: String,
 
     /// Twilio: auth token (also verifies status callbacks).
-    #[arg(long, env = "RELAY_TWILIO_AUTH_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "RELAY_TWILIO_AUTH_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub twilio_auth_token: Secret,
 
     /// Twilio: sending number (E.164). Either this or a messaging service SID.

@@ -35,6 +35,9 @@ pub enum AppError {
     /// The resource does not exist (or is not visible to the caller).
     #[error("{0}")]
     NotFound(&'static str),
+    /// The endpoint exists but not with this method.
+    #[error("this endpoint does not accept this method")]
+    MethodNotAllowed,
     /// The resource is gone for good (revoked, expired).
     #[error("{message}")]
     Gone {
@@ -92,6 +95,7 @@ impl AppError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Gone { code, .. } => (StatusCode::GONE, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::WrongPassword { .. } => (StatusCode::UNAUTHORIZED, "wrong_password"),

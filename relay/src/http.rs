@@ -30,7 +30,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::MissingJsonContentType(_)) => Err(AppError::BadRequest(
                 "expected Content-Type: application/json".into(),
             )),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(AppError::BodyTooLarge)
             }
             Err(other) => Err(AppError::BadRequest(other.body_text())),

@@ -76,7 +76,10 @@ pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
         Ok(accepted) => {
             outbox::mark_sent(&mut tx, &row.id, &accepted.provider_id).await?;
             Metrics::inc(&state.metrics().sms_sent);
-            (Some(AuditKind::SmsSent), format!("provider={}", state.sms().name()))
+            (
+                Some(AuditKind::SmsSent),
+                format!("provider={}", state.sms().name()),
+            )
         }
         Err(error) => {
             Metrics::inc(&state.metrics().sms_attempts_failed);
@@ -88,7 +91,10 @@ pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
                 (None, String::new())
             } else {
                 outbox::mark_failed(&mut tx, &row.id, &text).await?;
-                (Some(AuditKind::SmsFailed), format!("attempts={}", row.attempts))
+                (
+                    Some(AuditKind::SmsFailed),
+                    format!("attempts={}", row.attempts),
+                )
             }
         }
     };

@@ -49,10 +49,10 @@ pub fn app(state: AppState) -> Router {
         .merge(api::ops::routes())
         .route_service("/", ServeDir::new(&state.settings().viewer_dir))
         .fallback_service(viewer_assets)
-        .method_not_allowed_fallback(|| async {
-            error::AppError::NotFound("no such method on this endpoint")
-        })
-        .layer(DefaultBodyLimit::max(state.settings().limits.max_body_bytes))
+        .method_not_allowed_fallback(|| async { error::AppError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(
+            state.settings().limits.max_body_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::security_headers,
@@ -73,12 +73,21 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let outbox = tokio::spawn(jobs::run_outbox(state.clone(), stopped.clone()));
     let purge = tokio::spawn(jobs::run_purge(state.clone(), stopped));
-    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve_http(listener, state.clone(), shutdown).await;
     let _ = stop.send(true);
     let _ = tokio::join!(outbox, purge);
     state.store().close().await;
     served
+}
+
+/// Serves the HTTP API only, without background jobs (tests drive the jobs step by step).
+pub async fn serve_http(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use relay::config::{ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, ServeArgs, SmsProviderKind, StorageArgs};
+use relay::config::{
+    ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, ServeArgs,
+    SmsProviderKind, StorageArgs,
+};
 use relay::sms::SmsProvider;
 use relay::sms::console::ConsoleProvider;
 use relay::sms::twilio::{TwilioConfig, TwilioProvider};
@@ -32,12 +35,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Org(OrgCommand::List) => {
             for (id, name, fingerprint) in relay::admin::list_orgs(&store).await? {
-                println!("{id}\t{name}\t{}", fingerprint.as_deref().unwrap_or("(no key registered)"));
+                println!(
+                    "{id}\t{name}\t{}",
+                    fingerprint.as_deref().unwrap_or("(no key registered)")
+                );
             }
         }
         Command::ApiKey(ApiKeyCommand::Create { org, label }) => {
             let key = relay::admin::create_api_key(&store, &org, &label).await?;
-            eprintln!("API key {} created. It is shown once; store it now.", key.id);
+            eprintln!(
+                "API key {} created. It is shown once; store it now.",
+                key.id
+            );
             println!("{}", key.secret.as_str());
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
@@ -53,12 +62,17 @@ async fn main() -> anyhow::Result<()> {
                 }
                 PatientCommand::ResetEnrollment { phone } => {
                     relay::admin::reset_enrollment(&store, &key, &phone).await?;
-                    println!("enrollment reset; the patient sets a new password from their next link");
+                    println!(
+                        "enrollment reset; the patient sets a new password from their next link"
+                    );
                 }
             }
         }
         Command::Audit(AuditCommand::Export { org }) => {
-            print!("{}", shared::audit::to_json_lines(&relay::admin::audit_events(&store, &org).await?));
+            print!(
+                "{}",
+                shared::audit::to_json_lines(&relay::admin::audit_events(&store, &org).await?)
+            );
         }
         Command::Audit(AuditCommand::Verify { org }) => {
             let events = relay::admin::audit_events(&store, &org).await?;
@@ -72,9 +86,15 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::Result<()> {
     let data_key = relay::admin::load_data_key(storage)?;
     let public_url = args.public_url.as_str().trim_end_matches('/').to_owned();
-    let status_callback = format!("{public_url}{}", relay::api::sms_callback::TWILIO_STATUS_PATH);
+    let status_callback = format!(
+        "{public_url}{}",
+        relay::api::sms_callback::TWILIO_STATUS_PATH
+    );
     let (sms, twilio_auth_token): (Arc<dyn SmsProvider>, _) = match args.sms_provider {
-        SmsProviderKind::Console => (Arc::new(ConsoleProvider::new(args.sms_outbox_file.clone())), None),
+        SmsProviderKind::Console => (
+            Arc::new(ConsoleProvider::new(args.sms_outbox_file.clone())),
+            None,
+        ),
         SmsProviderKind::Twilio => {
             let provider = TwilioProvider::new(TwilioConfig {
                 base_url: args.twilio_base_url.clone(),
@@ -117,7 +137,9 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             signal.recv().await;
         }
     };

@@ -43,12 +43,36 @@ impl Metrics {
     pub fn render(&self, outbox_pending: i64) -> String {
         let mut out = String::new();
         let counters = [
-            ("securetext_http_responses_total", "HTTP responses by status class.", None),
-            ("securetext_messages_accepted_total", "Messages accepted from senders.", Some(&self.messages_accepted)),
-            ("securetext_sms_sent_total", "SMS handed to the provider.", Some(&self.sms_sent)),
-            ("securetext_sms_attempts_failed_total", "SMS attempts that failed.", Some(&self.sms_attempts_failed)),
-            ("securetext_unlock_failures_total", "Failed unlock attempts.", Some(&self.unlock_failures)),
-            ("securetext_unlocks_total", "Successful unlocks.", Some(&self.unlocks)),
+            (
+                "securetext_http_responses_total",
+                "HTTP responses by status class.",
+                None,
+            ),
+            (
+                "securetext_messages_accepted_total",
+                "Messages accepted from senders.",
+                Some(&self.messages_accepted),
+            ),
+            (
+                "securetext_sms_sent_total",
+                "SMS handed to the provider.",
+                Some(&self.sms_sent),
+            ),
+            (
+                "securetext_sms_attempts_failed_total",
+                "SMS attempts that failed.",
+                Some(&self.sms_attempts_failed),
+            ),
+            (
+                "securetext_unlock_failures_total",
+                "Failed unlock attempts.",
+                Some(&self.unlock_failures),
+            ),
+            (
+                "securetext_unlocks_total",
+                "Successful unlocks.",
+                Some(&self.unlocks),
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

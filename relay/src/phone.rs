@@ -16,7 +16,10 @@ impl Phone {
     /// Validates `text` as E.164.
     pub fn parse(text: &str) -> Result<Self, AppError> {
         let digits = text.strip_prefix('+').ok_or_else(|| {
-            AppError::invalid("to", "phone number must be in E.164 form, e.g. +15551234567")
+            AppError::invalid(
+                "to",
+                "phone number must be in E.164 form, e.g. +15551234567",
+            )
         })?;
         let valid = (8..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
@@ -47,9 +50,9 @@ impl Phone {
 
     /// Opens a stored number.
     pub fn open(key: &DataKey, sealed: &[u8]) -> Result<Self, AppError> {
-        let bytes = key
-            .open(PHONE, sealed)
-            .map_err(|_| AppError::Internal("stored phone number does not open with the data key".into()))?;
+        let bytes = key.open(PHONE, sealed).map_err(|_| {
+            AppError::Internal("stored phone number does not open with the data key".into())
+        })?;
         String::from_utf8(bytes.to_vec())
             .map(Self)
             .map_err(|_| AppError::Internal("stored phone number is not UTF-8".into()))
@@ -70,9 +73,19 @@ mod tests {
     fn e164_only() {
         assert!(Phone::parse("+15551234567").is_ok());
         assert!(Phone::parse("+447700900123").is_ok());
-        for bad in ["15551234567", "+1555", "+0155512345", "+1555123456789012", "+1555-123-4567", ""] {
+        for bad in [
+            "15551234567",
+            "+1555",
+            "+0155512345",
+            "+1555123456789012",
+            "+1555-123-4567",
+            "",
+        ] {
             assert!(Phone::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(format!("{:?}", Phone::parse("+15551234567").unwrap()), "Phone([redacted])");
+        assert_eq!(
+            format!("{:?}", Phone::parse("+15551234567").unwrap()),
+            "Phone([redacted])"
+        );
     }
 }

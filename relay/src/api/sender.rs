@@ -58,7 +58,9 @@ impl FromRequestParts<AppState> for Sender {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(AppError::Unauthorized("missing Authorization: Bearer <API key>"))?;
+            .ok_or(AppError::Unauthorized(
+                "missing Authorization: Bearer <API key>",
+            ))?;
         let key = value
             .strip_prefix("Bearer ")
             .and_then(|k| Token::from_base64url(k.trim()).ok())
@@ -148,7 +150,10 @@ async fn lookup_recipient(
     ApiJson(body): ApiJson<LookupRequest>,
 ) -> ApiResult<Json<RecipientView>> {
     let phone = Phone::parse(&body.phone).map_err(|_| {
-        AppError::invalid("phone", "phone number must be in E.164 form, e.g. +15551234567")
+        AppError::invalid(
+            "phone",
+            "phone number must be in E.164 form, e.g. +15551234567",
+        )
     })?;
     let mut conn = state.store().pool().acquire().await?;
     let recipient = recipients::find_by_phone(&mut conn, &phone.lookup(state.data_key()))
@@ -228,7 +233,10 @@ fn check_envelope(
         ));
     }
     if header.expires_at <= now {
-        return Err(AppError::invalid("envelope", "the message has already expired"));
+        return Err(AppError::invalid(
+            "envelope",
+            "the message has already expired",
+        ));
     }
     if header.expires_at - now > max_lifetime {
         return Err(AppError::invalid(
@@ -243,11 +251,15 @@ fn check_envelope(
 }
 
 /// Refuses the request once the API key has used its sends for this minute.
-async fn check_send_rate(state: &AppState, sender: &Sender, now: i64) -> ApiResult<()> {
+async fn check_send_rate(
+    tx: &mut crate::store::Tx<'_>,
+    state: &AppState,
+    sender: &Sender,
+    now: i64,
+) -> ApiResult<()> {
     let limit = state.settings().limits.send_rate_per_minute;
     let key = format!("send:{}:{}", sender.key_id, now / 60);
-    let mut conn = state.store().pool().acquire().await?;
-    if throttle::increment(&mut conn, &key, now).await? > limit {
+    if throttle::increment(tx, &key, now).await? > limit {
         return Err(AppError::TooMany {
             code: "rate_limited",
             message: "too many messages from this API key; retry after the indicated time",
@@ -296,7 +308,7 @@ async fn submit(
         }
         return Ok((StatusCode::OK, Json(SubmitResponse::of(&existing))).into_response());
     }
-    check_send_rate(&state, &sender, now).await?;
+    check_send_rate(&mut tx, &state, &sender, now).await?;
     if messages::exists(&mut tx, header.message_id).await? {
         return Err(AppError::Conflict {
             code: "duplicate_message",
@@ -448,10 +460,17 @@ async fn revoke(
             message: "the message is already revoked or expired",
         });
     }
-    let record = Record::message(message.organisation_id, AuditKind::Revoked, id, message.recipient_id);
+    let record = Record::message(
+        message.organisation_id,
+        AuditKind::Revoked,
+        id,
+        message.recipient_id,
+    );
     audit::append(&mut tx, state.store().backend(), record, now).await?;
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "message_id": id, "status": "revoked" })))
+    Ok(Json(
+        serde_json::json!({ "message_id": id, "status": "revoked" }),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -524,22 +543,27 @@ async fn upload_wrap(
             message: "the wrap is not for the patient's current key",
         });
     }
-    let mut envelope = message
-        .envelope
-        .ok_or(AppError::Gone {
-            code: "message_ended",
-            message: "the message is revoked or expired",
-        })?;
+    let mut envelope = message.envelope.ok_or(AppError::Gone {
+        code: "message_ended",
+        message: "the message is revoked or expired",
+    })?;
     envelope
         .set_recipient_wrap(body.wrap)
         .map_err(|e| AppError::invalid("wrap", e.to_string()))?;
     messages::set_envelope(&mut tx, &envelope, current).await?;
     let detail = format!("fingerprint={current}");
-    let record = Record::message(message.organisation_id, AuditKind::Rewrapped, id, message.recipient_id)
-        .with_detail(&detail);
+    let record = Record::message(
+        message.organisation_id,
+        AuditKind::Rewrapped,
+        id,
+        message.recipient_id,
+    )
+    .with_detail(&detail);
     audit::append(&mut tx, state.store().backend(), record, now).await?;
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "message_id": id, "recipient_fingerprint": current })))
+    Ok(Json(
+        serde_json::json!({ "message_id": id, "recipient_fingerprint": current }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

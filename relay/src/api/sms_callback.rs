@@ -59,7 +59,8 @@ async fn twilio_status(
     };
     let now = state.now();
     let mut tx = state.store().pool().begin().await?;
-    let Some((message, organisation)) = outbox::by_provider_id(&mut tx, &update.provider_id).await?
+    let Some((message, organisation)) =
+        outbox::by_provider_id(&mut tx, &update.provider_id).await?
     else {
         return Err(AppError::NotFound("no SMS with this MessageSid"));
     };

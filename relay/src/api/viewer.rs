@@ -56,11 +56,7 @@ async fn viewer_page(State(state): State<AppState>) -> ApiResult<Response> {
     let html = tokio::fs::read(&index)
         .await
         .map_err(|_| AppError::Unavailable("the viewer is not installed on this relay"))?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,7 +247,9 @@ fn locked_out(until: i64, now: i64) -> AppError {
 
 /// A key identifying the client address in throttles, without storing the address itself.
 fn address_key(state: &AppState, address: std::net::IpAddr) -> String {
-    let lookup = state.data_key().lookup("client-address", address.to_string().as_bytes());
+    let lookup = state
+        .data_key()
+        .lookup("client-address", address.to_string().as_bytes());
     format!("address:{}", hex::encode(&lookup[..16]))
 }
 
@@ -352,7 +350,11 @@ async fn unlock(
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
-        session_cookie(&state, token.to_base64url().as_str(), limits.session_max_seconds)?,
+        session_cookie(
+            &state,
+            token.to_base64url().as_str(),
+            limits.session_max_seconds,
+        )?,
     );
     let body = SessionResponse {
         session_id,
@@ -419,7 +421,10 @@ impl FromRequestParts<AppState> for ViewerSession {
 }
 
 /// The session's relay half again, for re-opening the device's sealed blob.
-async fn session_info(State(state): State<AppState>, session: ViewerSession) -> Json<SessionResponse> {
+async fn session_info(
+    State(state): State<AppState>,
+    session: ViewerSession,
+) -> Json<SessionResponse> {
     Json(SessionResponse {
         session_id: session.id,
         recipient_id: session.recipient_id,
@@ -430,7 +435,10 @@ async fn session_info(State(state): State<AppState>, session: ViewerSession) -> 
 }
 
 /// The patient's key bundle (public key and sealed private key).
-async fn sealed_key(State(state): State<AppState>, session: ViewerSession) -> ApiResult<Json<KeyBundle>> {
+async fn sealed_key(
+    State(state): State<AppState>,
+    session: ViewerSession,
+) -> ApiResult<Json<KeyBundle>> {
     let mut conn = state.store().pool().acquire().await?;
     let recipient = recipients::get(&mut conn, session.recipient_id)
         .await?
@@ -499,7 +507,12 @@ async fn read_receipt(
         });
     }
     if messages::mark_read(&mut tx, id, now).await? {
-        let record = Record::message(message.organisation_id, AuditKind::Read, id, message.recipient_id);
+        let record = Record::message(
+            message.organisation_id,
+            AuditKind::Read,
+            id,
+            message.recipient_id,
+        );
         audit::append(&mut tx, state.store().backend(), record, now).await?;
     }
     tx.commit().await?;

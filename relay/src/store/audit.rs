@@ -70,7 +70,13 @@ pub async fn append(
     .map(|row| parse(&row))
     .transpose()?;
     let event = match &last {
-        Some(last) => last.next(now, record.kind, record.message, record.recipient, record.detail),
+        Some(last) => last.next(
+            now,
+            record.kind,
+            record.message,
+            record.recipient,
+            record.detail,
+        ),
         None => AuditEvent::first(
             record.organisation,
             now,

@@ -27,7 +27,9 @@ impl MessageStatus {
             "active" => Ok(Self::Active),
             "revoked" => Ok(Self::Revoked),
             "expired" => Ok(Self::Expired),
-            other => Err(AppError::Internal(format!("stored message status {other:?}"))),
+            other => Err(AppError::Internal(format!(
+                "stored message status {other:?}"
+            ))),
         }
     }
 }
@@ -159,7 +161,10 @@ pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> Result<bool, App
 }
 
 /// A message by id.
-pub async fn get(conn: &mut AnyConnection, id: MessageId) -> Result<Option<StoredMessage>, AppError> {
+pub async fn get(
+    conn: &mut AnyConnection,
+    id: MessageId,
+) -> Result<Option<StoredMessage>, AppError> {
     sqlx::query(&format!("SELECT {COLUMNS} FROM messages m WHERE m.id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
@@ -289,17 +294,26 @@ pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result
 }
 
 /// Records the first open; `true` the first time.
-pub async fn mark_opened(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
-    let done = sqlx::query("UPDATE messages SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
-        .bind(now)
-        .bind(id.to_string())
-        .execute(conn)
-        .await?;
+pub async fn mark_opened(
+    conn: &mut AnyConnection,
+    id: MessageId,
+    now: i64,
+) -> Result<bool, AppError> {
+    let done =
+        sqlx::query("UPDATE messages SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Records the first read receipt; `true` the first time.
-pub async fn mark_read(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
+pub async fn mark_read(
+    conn: &mut AnyConnection,
+    id: MessageId,
+    now: i64,
+) -> Result<bool, AppError> {
     let done = sqlx::query("UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
         .bind(now)
         .bind(id.to_string())
@@ -336,12 +350,12 @@ pub async fn expire_due(
 
 /// Purges the ciphertext of revoked messages; returns how many.
 pub async fn purge_revoked(conn: &mut AnyConnection) -> Result<u64, AppError> {
-    Ok(
-        sqlx::query("UPDATE messages SET envelope = NULL WHERE status = 'revoked' AND envelope IS NOT NULL")
-            .execute(conn)
-            .await?
-            .rows_affected(),
+    Ok(sqlx::query(
+        "UPDATE messages SET envelope = NULL WHERE status = 'revoked' AND envelope IS NOT NULL",
     )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// The organisations that have messaged a patient (whose audit logs record patient events).

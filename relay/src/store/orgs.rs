@@ -57,7 +57,10 @@ pub async fn create(
 }
 
 /// Finds an organisation by id.
-pub async fn get(conn: &mut AnyConnection, id: OrganisationId) -> Result<Option<Organisation>, AppError> {
+pub async fn get(
+    conn: &mut AnyConnection,
+    id: OrganisationId,
+) -> Result<Option<Organisation>, AppError> {
     sqlx::query("SELECT id, display_name, public_key FROM organisations WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(conn)

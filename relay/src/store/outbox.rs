@@ -83,7 +83,11 @@ pub async fn claim_due(
 }
 
 /// Records a successful hand-over to the provider and wipes the body (it carries the link).
-pub async fn mark_sent(conn: &mut AnyConnection, id: &str, provider_id: &str) -> Result<(), AppError> {
+pub async fn mark_sent(
+    conn: &mut AnyConnection,
+    id: &str,
+    provider_id: &str,
+) -> Result<(), AppError> {
     sqlx::query(
         "UPDATE sms_outbox SET status = 'sent', body_sealed = NULL, provider_id = $1, \
          last_error = NULL WHERE id = $2",
@@ -130,10 +134,11 @@ pub async fn by_provider_id(
     conn: &mut AnyConnection,
     provider_id: &str,
 ) -> Result<Option<(MessageId, OrganisationId)>, AppError> {
-    let row = sqlx::query("SELECT message_id, organisation_id FROM sms_outbox WHERE provider_id = $1")
-        .bind(provider_id)
-        .fetch_optional(conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT message_id, organisation_id FROM sms_outbox WHERE provider_id = $1")
+            .bind(provider_id)
+            .fetch_optional(conn)
+            .await?;
     row.map(|row| {
         let bad = |e: shared::Error| AppError::Internal(format!("stored outbox row: {e}"));
         Ok((
@@ -146,8 +151,10 @@ pub async fn by_provider_id(
 
 /// SMS waiting to be sent (for metrics).
 pub async fn pending_count(conn: &mut AnyConnection) -> Result<i64, AppError> {
-    Ok(sqlx::query("SELECT COUNT(*) AS n FROM sms_outbox WHERE status = 'pending'")
-        .fetch_one(conn)
-        .await?
-        .try_get("n")?)
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM sms_outbox WHERE status = 'pending'")
+            .fetch_one(conn)
+            .await?
+            .try_get("n")?,
+    )
 }

@@ -89,12 +89,14 @@ pub async fn find_by_phone(
     conn: &mut AnyConnection,
     lookup: &[u8; 32],
 ) -> Result<Option<Recipient>, AppError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM recipients WHERE phone_lookup = $1"))
-        .bind(lookup.to_vec())
-        .fetch_optional(conn)
-        .await?
-        .map(|row| parse(&row))
-        .transpose()
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM recipients WHERE phone_lookup = $1"
+    ))
+    .bind(lookup.to_vec())
+    .fetch_optional(conn)
+    .await?
+    .map(|row| parse(&row))
+    .transpose()
 }
 
 /// The patient with this id.

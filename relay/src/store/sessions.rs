@@ -135,7 +135,11 @@ pub async fn end_all_for_recipient(
 }
 
 /// Ends sessions past their hard end or idle timeout; returns how many.
-pub async fn end_stale(conn: &mut AnyConnection, now: i64, idle_seconds: i64) -> Result<u64, AppError> {
+pub async fn end_stale(
+    conn: &mut AnyConnection,
+    now: i64,
+    idle_seconds: i64,
+) -> Result<u64, AppError> {
     Ok(sqlx::query(
         "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = 'timeout' \
          WHERE ended_at IS NULL AND (expires_at <= $1 OR last_seen_at <= $2)",

@@ -32,7 +32,12 @@ pub async fn get(conn: &mut AnyConnection, key: &str) -> Result<Counter, AppErro
 }
 
 /// Writes a counter.
-pub async fn put(conn: &mut AnyConnection, key: &str, counter: Counter, now: i64) -> Result<(), AppError> {
+pub async fn put(
+    conn: &mut AnyConnection,
+    key: &str,
+    counter: Counter,
+    now: i64,
+) -> Result<(), AppError> {
     sqlx::query(
         "INSERT INTO throttles (key, count, lockouts, locked_until, updated_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET count = $2, lockouts = $3, \
@@ -64,9 +69,11 @@ pub async fn increment(conn: &mut AnyConnection, key: &str, now: i64) -> Result<
 
 /// Deletes counters not touched since `before` (old rate windows, forgiven addresses).
 pub async fn prune(conn: &mut AnyConnection, before: i64) -> Result<u64, AppError> {
-    Ok(sqlx::query("DELETE FROM throttles WHERE updated_at < $1 AND locked_until < $1")
-        .bind(before)
-        .execute(conn)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM throttles WHERE updated_at < $1 AND locked_until < $1")
+            .bind(before)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
