@@ -112,6 +112,8 @@ pub struct TestRelay {
     pub db: TestDb,
     pub data_key: String,
     pub http: reqwest::Client,
+    /// Twilio auth token for status callbacks (set before `boot`).
+    pub twilio_token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -137,6 +139,7 @@ impl TestRelay {
             db,
             data_key: data_key.to_string(),
             http: reqwest::Client::new(),
+            twilio_token: None,
             shutdown: None,
             task: None,
         };
@@ -162,7 +165,7 @@ impl TestRelay {
             tls: false,
             viewer_dir,
             limits,
-            twilio_auth_token: None,
+            twilio_auth_token: self.twilio_token.as_deref().map(|t| t.parse().unwrap()),
         };
         self.state = AppState::new(
             store,
@@ -180,6 +183,18 @@ impl TestRelay {
                 let _ = rx.await;
             },
         )));
+    }
+
+    /// A second relay instance on the same database, data key and clock, with its own SMS
+    /// provider (no HTTP listener): for outage and multi-instance tests.
+    pub async fn instance(&self, sms: Arc<dyn relay::sms::SmsProvider>) -> AppState {
+        AppState::new(
+            Store::open(&self.db.url()).await.unwrap(),
+            DataKey::from_base64url(&self.data_key).unwrap(),
+            self.state.settings().clone(),
+            sms,
+            Clock::Manual(self.clock.clone()),
+        )
     }
 
     /// Stops the server and closes the database.

@@ -1,0 +1,410 @@
+//! Invariant 3 and the operational promises: accepted messages and their queued SMS survive a
+//! restart; SMS survive provider outages (retries with backoff) and are sent once even with
+//! several relay instances; the audit chain detects altered records; sends are rate limited;
+//! signed delivery reports land in the audit log and unsigned ones are refused.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{TestRelay, default_limits, header, keys, seal};
+use relay::sms::{Accepted, OutgoingSms, SendFuture, SmsError, SmsProvider};
+use relay::store::Backend;
+use reqwest::Method;
+use serde_json::json;
+use shared::audit::AuditKind;
+
+const PHONE: &str = "+15550001111";
+
+async fn registered_clinic(relay: &TestRelay) -> common::Sender {
+    let clinic = relay.organisation("Lakeside Health").await;
+    let (status, _) = relay
+        .call(
+            Method::PUT,
+            "/v1/organisation/key",
+            Some(&clinic.api_key),
+            Some(json!({ "public_key": keys().organisation.public_key() })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    clinic
+}
+
+async fn send(relay: &TestRelay, clinic: &common::Sender, body: &str) -> shared::ids::MessageId {
+    let envelope = seal(
+        header(clinic.id, None, relay.now(), 86_400),
+        body,
+        &keys(),
+        None,
+    );
+    let (status, response) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&clinic.api_key),
+            Some(json!({ "to": PHONE, "envelope": envelope })),
+        )
+        .await;
+    assert_eq!(status, 201, "{response}");
+    envelope.header.message_id
+}
+
+#[tokio::test]
+async fn restart_keeps_messages_and_sends_queued_sms_sqlite() {
+    restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn restart_keeps_messages_and_sends_queued_sms_postgres() {
+    restart(Backend::Postgres).await;
+}
+
+async fn restart(backend: Backend) {
+    let mut relay = TestRelay::start(backend).await;
+    let clinic = registered_clinic(&relay).await;
+    let ids = [
+        send(&relay, &clinic, "one").await,
+        send(&relay, &clinic, "two").await,
+    ];
+    relay.stop().await;
+    assert!(
+        relay.sms().is_empty(),
+        "nothing was sent before the restart"
+    );
+
+    relay.boot(default_limits()).await;
+    relay.deliver_sms().await;
+    assert_eq!(
+        relay.sms().len(),
+        2,
+        "both queued SMS went out after the restart"
+    );
+    for id in ids {
+        let (status, body) = relay
+            .call(
+                Method::GET,
+                &format!("/v1/messages/{id}"),
+                Some(&clinic.api_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "active");
+    }
+    let link = relay.link_for(PHONE);
+    let (status, opened) = relay
+        .call(
+            Method::POST,
+            "/v1/viewer/open",
+            None,
+            Some(json!({ "link": link })),
+        )
+        .await;
+    assert_eq!(status, 200, "{opened}");
+    relay.finish().await;
+}
+
+/// A provider that fails with a temporary error a given number of times, then accepts.
+#[derive(Debug)]
+struct Flaky {
+    failures_left: AtomicU32,
+    sent: AtomicU32,
+}
+
+impl SmsProvider for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> SendFuture<'a> {
+        Box::pin(async move {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(SmsError::Temporary("provider down".into()));
+            }
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            Ok(Accepted {
+                provider_id: format!("flaky-{}", sms.reference),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn provider_outage_is_retried_with_backoff() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let clinic = registered_clinic(&relay).await;
+    let id = send(&relay, &clinic, "retry me").await;
+    let flaky = Arc::new(Flaky {
+        failures_left: AtomicU32::new(2),
+        sent: AtomicU32::new(0),
+    });
+    let instance = relay.instance(flaky.clone()).await;
+
+    assert!(
+        relay::jobs::send_one(&instance).await.unwrap(),
+        "attempt 1 fails"
+    );
+    assert!(
+        !relay::jobs::send_one(&instance).await.unwrap(),
+        "not due again before the backoff"
+    );
+    relay.advance(relay::jobs::backoff_seconds(1));
+    assert!(
+        relay::jobs::send_one(&instance).await.unwrap(),
+        "attempt 2 fails"
+    );
+    relay.advance(relay::jobs::backoff_seconds(2));
+    assert!(
+        relay::jobs::send_one(&instance).await.unwrap(),
+        "attempt 3 succeeds"
+    );
+    assert!(!relay::jobs::send_one(&instance).await.unwrap());
+    assert_eq!(flaky.sent.load(Ordering::SeqCst), 1);
+
+    let (_, status) = relay
+        .call(
+            Method::GET,
+            &format!("/v1/messages/{id}"),
+            Some(&clinic.api_key),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["message_created", "sms_queued", "sms_sent"]);
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_is_recorded_once() {
+    #[derive(Debug)]
+    struct Refusing;
+    impl SmsProvider for Refusing {
+        fn name(&self) -> &'static str {
+            "refusing"
+        }
+        fn send<'a>(&'a self, _: &'a OutgoingSms) -> SendFuture<'a> {
+            Box::pin(async { Err(SmsError::Permanent("invalid number".into())) })
+        }
+    }
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let clinic = registered_clinic(&relay).await;
+    let id = send(&relay, &clinic, "never arrives").await;
+    let instance = relay.instance(Arc::new(Refusing)).await;
+    assert!(relay::jobs::send_one(&instance).await.unwrap());
+    relay.advance(3600);
+    assert!(
+        !relay::jobs::send_one(&instance).await.unwrap(),
+        "a permanent failure is not retried"
+    );
+    let (_, status) = relay
+        .call(
+            Method::GET,
+            &format!("/v1/messages/{id}"),
+            Some(&clinic.api_key),
+            None,
+        )
+        .await;
+    let last = status["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "sms_failed");
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn several_instances_send_each_sms_once() {
+    let relay = TestRelay::start(Backend::Postgres).await;
+    let clinic = registered_clinic(&relay).await;
+    for n in 0..12 {
+        send(&relay, &clinic, &format!("message {n}")).await;
+    }
+    let counting = Arc::new(Flaky {
+        failures_left: AtomicU32::new(0),
+        sent: AtomicU32::new(0),
+    });
+    let instances = [
+        relay.instance(counting.clone()).await,
+        relay.instance(counting.clone()).await,
+        relay.instance(counting.clone()).await,
+    ];
+    let workers = instances.map(|state| {
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while relay::jobs::send_one(&state).await.unwrap() {
+                sent += 1;
+            }
+            sent
+        })
+    });
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.unwrap();
+    }
+    assert_eq!(total, 12);
+    assert_eq!(
+        counting.sent.load(Ordering::SeqCst),
+        12,
+        "no SMS sent twice"
+    );
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn altered_audit_records_fail_verification() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let relay = TestRelay::start(backend).await;
+        let clinic = registered_clinic(&relay).await;
+        send(&relay, &clinic, "audited").await;
+        relay.deliver_sms().await;
+        let org = clinic.id.to_string();
+        let events = relay::admin::audit_events(relay.state.store(), &org)
+            .await
+            .unwrap();
+        assert!(events.len() >= 5);
+        shared::audit::verify_chain(&events).unwrap();
+
+        // Alter one stored event: shift its time by one second.
+        let victim = &events[2];
+        let mut altered = victim.clone();
+        altered.at += 1;
+        sqlx::query("UPDATE audit_events SET event = $1 WHERE organisation_id = $2 AND seq = $3")
+            .bind(serde_json::to_string(&altered).unwrap())
+            .bind(&org)
+            .bind(i64::try_from(victim.seq).unwrap())
+            .execute(relay.state.store().pool())
+            .await
+            .unwrap();
+        let tampered = relay::admin::audit_events(relay.state.store(), &org)
+            .await
+            .unwrap();
+        assert!(
+            shared::audit::verify_chain(&tampered).is_err(),
+            "{backend:?}: altered event accepted"
+        );
+
+        // Deleting an event breaks the chain as well.
+        sqlx::query("DELETE FROM audit_events WHERE organisation_id = $1 AND seq = $2")
+            .bind(&org)
+            .bind(i64::try_from(victim.seq).unwrap())
+            .execute(relay.state.store().pool())
+            .await
+            .unwrap();
+        let gapped = relay::admin::audit_events(relay.state.store(), &org)
+            .await
+            .unwrap();
+        assert!(
+            shared::audit::verify_chain(&gapped).is_err(),
+            "{backend:?}: deleted event unnoticed"
+        );
+        relay.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn sends_are_rate_limited_per_api_key() {
+    let mut limits = default_limits();
+    limits.send_rate_per_minute = 2;
+    let relay = TestRelay::start_with(Backend::Sqlite, limits).await;
+    let clinic = registered_clinic(&relay).await;
+    send(&relay, &clinic, "1").await;
+    send(&relay, &clinic, "2").await;
+    let envelope = seal(
+        header(clinic.id, None, relay.now(), 86_400),
+        "3",
+        &keys(),
+        None,
+    );
+    let response = relay
+        .http
+        .post(relay.url("/v1/messages"))
+        .bearer_auth(&clinic.api_key)
+        .json(&json!({ "to": PHONE, "envelope": envelope }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    relay.advance(60);
+    let (status, _) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&clinic.api_key),
+            Some(json!({ "to": PHONE, "envelope": envelope })),
+        )
+        .await;
+    assert_eq!(status, 201, "a new minute, a new allowance");
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
+    let mut relay = TestRelay::start(Backend::Sqlite).await;
+    relay.stop().await;
+    relay.twilio_token = Some("twilio-test-auth-token".into());
+    relay.boot(default_limits()).await;
+    let clinic = registered_clinic(&relay).await;
+    let id = send(&relay, &clinic, "delivered?").await;
+    relay.deliver_sms().await;
+    let reference = relay.sms()[0]["reference"].as_str().unwrap().to_owned();
+
+    let url = relay.url(relay::api::sms_callback::TWILIO_STATUS_PATH);
+    let params = vec![
+        ("MessageSid".to_owned(), format!("console-{reference}")),
+        ("MessageStatus".to_owned(), "delivered".to_owned()),
+    ];
+    let post = |signature: String| {
+        relay
+            .http
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .form(&params)
+            .send()
+    };
+    let forged = post(relay::sms::twilio::sign("wrong-token", &url, &params))
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let unsigned = relay.http.post(&url).form(&params).send().await.unwrap();
+    assert_eq!(unsigned.status(), 403);
+    let signed = post(relay::sms::twilio::sign(
+        "twilio-test-auth-token",
+        &url,
+        &params,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(signed.status(), 204);
+
+    let (_, status) = relay
+        .call(
+            Method::GET,
+            &format!("/v1/messages/{id}"),
+            Some(&clinic.api_key),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_created",
+            "sms_queued",
+            "sms_sent",
+            AuditKind::SmsDelivered.as_str()
+        ]
+    );
+    relay.finish().await;
+}
