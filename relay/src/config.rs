@@ -299,3 +299,23 @@ impl Limits {
         Duration::from_secs(self.session_idle_seconds)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let cli = Cli::parse_from([
+            "relay",
+            "--data-key",
+            "data-key-secret-value",
+            "serve",
+            "--twilio-auth-token",
+            "twilio-secret-value",
+        ]);
+        let printed = format!("{cli:?}");
+        assert!(!printed.contains("secret-value"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+}

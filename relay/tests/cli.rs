@@ -1,0 +1,118 @@
+//! The `relay` binary as an operator uses it: help text, organisation and API-key commands,
+//! audit export and verification, on an embedded SQLite database.
+
+use std::process::Command;
+
+fn relay(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_relay"))
+        .current_dir(dir)
+        .env(
+            "RELAY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("relay.sqlite").display()),
+        )
+        .env("RELAY_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("relay binary runs")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn help_documents_every_serve_option_with_its_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = stdout(&relay(dir.path(), &["serve", "--help"]));
+    for variable in [
+        "RELAY_LISTEN",
+        "RELAY_PUBLIC_URL",
+        "RELAY_DATABASE_URL",
+        "RELAY_DATA_KEY",
+        "RELAY_VIEWER_DIR",
+        "RELAY_SMS_PROVIDER",
+        "RELAY_SMS_OUTBOX_FILE",
+        "RELAY_TWILIO_BASE_URL",
+        "RELAY_TWILIO_ACCOUNT_SID",
+        "RELAY_TWILIO_AUTH_TOKEN",
+        "RELAY_SESSION_IDLE_SECONDS",
+        "RELAY_MESSAGE_MAX_LIFETIME_SECONDS",
+        "RELAY_UNLOCK_ATTEMPTS",
+        "RELAY_SEND_RATE_PER_MINUTE",
+        "RELAY_MAX_BODY_BYTES",
+    ] {
+        assert!(
+            help.contains(variable),
+            "serve --help does not mention {variable}"
+        );
+    }
+    let top = stdout(&relay(dir.path(), &["--help"]));
+    for command in ["serve", "migrate", "org", "api-key", "patient", "audit"] {
+        assert!(top.contains(command), "--help does not list {command}");
+    }
+}
+
+#[test]
+fn operator_commands_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout(&relay(dir.path(), &["migrate"]));
+    assert!(out.contains("migrations applied"));
+    let org = stdout(&relay(
+        dir.path(),
+        &["org", "create", "--name", "Northside Clinic"],
+    ));
+    let org = org.trim();
+    assert_eq!(org.len(), 36, "prints the organisation id: {org}");
+    let created = relay(
+        dir.path(),
+        &["api-key", "create", "--org", org, "--label", "EHR"],
+    );
+    let key = stdout(&created);
+    assert_eq!(key.trim().len(), 43, "prints the API key once");
+    let notice = String::from_utf8(created.stderr).unwrap();
+    let key_id = notice.split_whitespace().nth(2).unwrap();
+    assert!(key_id.starts_with("key_"), "{notice}");
+    let listed = stdout(&relay(dir.path(), &["org", "list"]));
+    assert!(listed.contains("Northside Clinic") && listed.contains("(no key registered)"));
+    stdout(&relay(dir.path(), &["api-key", "revoke", "--id", key_id]));
+    let again = relay(dir.path(), &["api-key", "revoke", "--id", key_id]);
+    assert!(!again.status.success(), "revoking twice is an error");
+
+    let export = stdout(&relay(dir.path(), &["audit", "export", "--org", org]));
+    let events = shared::audit::from_json_lines(&export).unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["api_key_created", "api_key_revoked"]);
+    assert!(
+        stdout(&relay(dir.path(), &["audit", "verify", "--org", org]))
+            .contains("verifies: 2 event(s)")
+    );
+    assert!(
+        !key.trim().is_empty() && !export.contains(key.trim()),
+        "the key is never in the audit log"
+    );
+
+    let unknown = relay(
+        dir.path(),
+        &["patient", "revoke-sessions", "--phone", "+15550009999"],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no patient with this phone number"));
+    assert!(
+        dir.path().join("relay.sqlite.key").exists(),
+        "the data key file is created beside the database"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("relay.sqlite.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the data key file is private to its owner");
+    }
+}
