@@ -1,0 +1,518 @@
+//! The viewer's screens and the state machine that moves between them.
+//!
+//! Secrets never enter a reactive signal: the password is read from its field once on submit
+//! (and the field cleared), the private key sits in a [`StoredValue`] that lock and idle
+//! timeout empty, and decrypted messages are dropped (and wiped) on lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leptos::ev::SubmitEvent;
+use leptos::html::Input;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use shared::ids::MessageId;
+use shared::kdf::Password;
+use wasm_bindgen::JsValue;
+
+use crate::api::{self, ApiError, OpenInfo, PatientState};
+use crate::flow::{self, FlowError, Shown, Step, Unlocked};
+use crate::i18n::{Key, Lang, MIN_PASSWORD_CHARS, Strength, strength, text};
+
+/// How often an open page checks that its session still exists (remote wipe) and whether
+/// messages awaiting the sender's re-wrap have arrived.
+const POLL: Duration = Duration::from_secs(3);
+
+/// What the page shows.
+#[derive(Debug, Clone, PartialEq)]
+enum Screen {
+    Opening,
+    Choose(OpenInfo, Option<Key>),
+    Working(Key),
+    Unlock(OpenInfo, Option<Notice>),
+    Preparing,
+    Reading,
+    Locked(Option<Key>),
+    Ended(Key, Key),
+    Network,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Notice {
+    Wrong(u32),
+    LockedOut(u64),
+    Failed,
+}
+
+fn step_text(step: Step) -> Key {
+    match step {
+        Step::Deriving => Key::StepDeriving,
+        Step::Generating => Key::StepGenerating,
+        Step::Enrolling => Key::StepEnrolling,
+        Step::Unlocking => Key::StepUnlocking,
+        Step::Decrypting => Key::StepDecrypting,
+    }
+}
+
+/// The screen for a relay error that ends the journey, if it is one.
+fn ending(error: &ApiError) -> Option<Screen> {
+    match error {
+        ApiError::Network => Some(Screen::Network),
+        ApiError::Relay { code, .. } => match code.as_str() {
+            "message_revoked" => Some(Screen::Ended(Key::RevokedTitle, Key::RevokedIntro)),
+            "message_expired" => Some(Screen::Ended(Key::ExpiredTitle, Key::ExpiredIntro)),
+            "not_found" => Some(Screen::Ended(Key::UnknownTitle, Key::UnknownIntro)),
+            _ => None,
+        },
+        ApiError::Unexpected => None,
+    }
+}
+
+fn browser_language() -> Lang {
+    web_sys::window()
+        .and_then(|w| w.navigator().language())
+        .map(|tag| Lang::from_tag(&tag))
+        .unwrap_or(Lang::En)
+}
+
+fn supported() -> bool {
+    web_sys::window()
+        .and_then(|w| w.crypto().ok())
+        .is_some_and(|c| !JsValue::from(c.subtle()).is_undefined())
+}
+
+/// Reads the link token from `/m/{token}` and removes it from the address bar and history.
+fn take_link_from_url() -> Option<String> {
+    let window = web_sys::window()?;
+    let path = window.location().pathname().ok()?;
+    let token = path.strip_prefix("/m/")?.trim_matches('/').to_owned();
+    if let Ok(history) = window.history() {
+        let _ = history.replace_state_with_url(&JsValue::NULL, "", Some("/m/"));
+    }
+    (!token.is_empty()).then_some(token)
+}
+
+fn now_seconds() -> i64 {
+    (js_sys::Date::now() / 1000.0) as i64
+}
+
+fn format_time(lang: Lang, unix: i64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(unix as f64 * 1000.0));
+    date.to_locale_string(lang.tag(), &JsValue::UNDEFINED)
+        .as_string()
+        .unwrap_or_default()
+}
+
+/// Takes the value of a password field once and clears the field.
+fn take_password(input: NodeRef<Input>) -> String {
+    input
+        .get()
+        .map(|field| {
+            let value = field.value();
+            field.set_value("");
+            value
+        })
+        .unwrap_or_default()
+}
+
+/// The whole viewer.
+#[component]
+pub fn App() -> impl IntoView {
+    let lang = RwSignal::new(browser_language());
+    let screen = RwSignal::new(Screen::Opening);
+    let link: StoredValue<Option<String>> = StoredValue::new(None);
+    let unlocked: StoredValue<Option<Arc<Unlocked>>> = StoredValue::new(None);
+    let messages: RwSignal<Vec<Shown>> = RwSignal::new(Vec::new());
+    let selected: RwSignal<Option<MessageId>> = RwSignal::new(None);
+    let waiting = RwSignal::new(0usize);
+    let last_activity = StoredValue::new(now_seconds());
+
+    Effect::new(move |_| {
+        if let Some(root) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.document_element())
+        {
+            let _ = root.set_attribute("lang", lang.get().tag());
+        }
+    });
+
+    // Lock: forget everything readable, end the session on the relay, show why.
+    let lock = move |reason: Option<Key>| {
+        unlocked.set_value(None);
+        messages.set(Vec::new());
+        selected.set(None);
+        link.set_value(None);
+        screen.set(Screen::Locked(reason));
+        spawn_local(flow::logout());
+    };
+
+    // Show the decrypted messages (or the waiting page). Results that arrive after a lock
+    // are dropped.
+    let refresh = move || {
+        let Some(current) = unlocked.get_value() else { return };
+        spawn_local(async move {
+            let loaded = flow::load_messages(&current).await;
+            drop(current);
+            if unlocked.with_value(Option::is_none) {
+                return;
+            }
+            match loaded {
+                Ok((shown, pending)) => {
+                    waiting.set(pending);
+                    if shown.is_empty() {
+                        screen.set(Screen::Preparing);
+                    } else {
+                        if selected
+                            .get_untracked()
+                            .is_none_or(|id| shown.iter().all(|m| m.id != id))
+                        {
+                            selected.set(Some(shown[0].id));
+                        }
+                        if messages.with_untracked(|old| *old != shown) {
+                            messages.set(shown);
+                        }
+                        if screen.get_untracked() != Screen::Reading {
+                            screen.set(Screen::Reading);
+                        }
+                    }
+                }
+                Err(FlowError::Api(ApiError::Relay { status: 401, .. })) => {
+                    lock(Some(Key::SessionEnded));
+                }
+                Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
+                Err(_) => screen.set(Screen::Ended(Key::AppName, Key::SomethingWrong)),
+            }
+        });
+    };
+
+    let opened = move |result: Unlocked| {
+        unlocked.set_value(Some(Arc::new(result)));
+        last_activity.set_value(now_seconds());
+        screen.set(Screen::Working(Key::StepDecrypting));
+        refresh();
+    };
+
+    // Start: unsupported browser, fresh link, or re-open within a live session.
+    spawn_local(async move {
+        if !supported() {
+            screen.set(Screen::Ended(Key::UnsupportedTitle, Key::UnsupportedIntro));
+            return;
+        }
+        let from_url = take_link_from_url();
+        if let Some(resumed) = flow::resume().await {
+            link.set_value(from_url);
+            opened(resumed);
+            return;
+        }
+        let Some(token) = from_url else {
+            screen.set(Screen::Locked(None));
+            return;
+        };
+        link.set_value(Some(token.clone()));
+        match api::open(&token).await {
+            Ok(info) => screen.set(match info.patient {
+                PatientState::New { .. } => Screen::Choose(info, None),
+                PatientState::Enrolled { .. } => Screen::Unlock(info, None),
+            }),
+            Err(error) => screen.set(ending(&error).unwrap_or(Screen::Network)),
+        }
+    });
+
+    // Idle timeout and liveness: lock after inactivity; lock when the relay ended the session
+    // (remote wipe); pick up messages the sender has just re-wrapped.
+    let interval = set_interval_with_handle(
+        move || {
+            let idle_limit = unlocked.with_value(|u| u.as_ref().map(|u| u.idle_timeout_seconds));
+            let Some(idle_limit) = idle_limit else { return };
+            let idle = now_seconds() - last_activity.get_value();
+            if idle >= i64::try_from(idle_limit).unwrap_or(300) {
+                lock(Some(Key::IdleLocked));
+            } else {
+                refresh();
+            }
+        },
+        POLL,
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = interval {
+            handle.clear();
+        }
+    });
+    let touched = move || last_activity.set_value(now_seconds());
+
+    view! {
+        <div class="page" on:pointerdown=move |_| touched() on:keydown=move |_| touched()>
+            <header class="bar">
+                <span class="brand">{move || text(lang.get(), Key::AppName)}</span>
+                <button class="link-button" type="button" lang=move || lang.get().other().tag()
+                    on:click=move |_| lang.update(|l| *l = l.other())>
+                    {move || text(lang.get(), Key::SwitchLanguage)}
+                </button>
+                <Show when=move || matches!(screen.get(), Screen::Reading | Screen::Preparing)>
+                    <button class="lock" type="button" on:click=move |_| lock(None)>
+                        {move || text(lang.get(), Key::Lock)}
+                    </button>
+                </Show>
+            </header>
+            <main id="main" tabindex="-1">
+                {move || {
+                    let l = lang.get();
+                    match screen.get() {
+                        Screen::Opening => status_view(l, Key::Opening).into_any(),
+                        Screen::Working(key) => status_view(l, key).into_any(),
+                        Screen::Choose(info, problem) => choose_view(l, info, problem, screen, link, opened).into_any(),
+                        Screen::Unlock(info, notice) => unlock_view(l, info, notice, screen, link, opened).into_any(),
+                        Screen::Preparing => page_view(l, Key::PreparingTitle, Key::PreparingIntro, true).into_any(),
+                        Screen::Reading => reading_view(l, messages, selected, waiting).into_any(),
+                        Screen::Locked(reason) => locked_view(l, reason).into_any(),
+                        Screen::Ended(title, intro) => page_view(l, title, intro, false).into_any(),
+                        Screen::Network => network_view(l).into_any(),
+                    }
+                }}
+            </main>
+        </div>
+    }
+}
+
+fn status_view(lang: Lang, key: Key) -> impl IntoView {
+    view! {
+        <section class="card" aria-busy="true">
+            <div class="spinner" aria-hidden="true"></div>
+            <p class="status" role="status" aria-live="polite">{text(lang, key)}</p>
+        </section>
+    }
+}
+
+fn page_view(lang: Lang, title: Key, intro: Key, busy: bool) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h1>{text(lang, title)}</h1>
+            <Show when=move || busy>
+                <div class="spinner" aria-hidden="true"></div>
+            </Show>
+            <p role="status" aria-live="polite">{text(lang, intro)}</p>
+        </section>
+    }
+}
+
+fn locked_view(lang: Lang, reason: Option<Key>) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h1>{text(lang, Key::LockedTitle)}</h1>
+            {reason.map(|key| view! { <p class="notice" role="status" aria-live="polite">{text(lang, key)}</p> })}
+            <p>{text(lang, Key::LockedIntro)}</p>
+        </section>
+    }
+}
+
+fn network_view(lang: Lang) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h1>{text(lang, Key::NetworkTitle)}</h1>
+            <p role="alert">{text(lang, Key::NetworkIntro)}</p>
+            <button type="button" on:click=move |_| {
+                if let Some(window) = web_sys::window() {
+                    let _ = window.location().reload();
+                }
+            }>{text(lang, Key::TryAgain)}</button>
+        </section>
+    }
+}
+
+fn choose_view(
+    lang: Lang,
+    info: OpenInfo,
+    problem: Option<Key>,
+    screen: RwSignal<Screen>,
+    link: StoredValue<Option<String>>,
+    opened: impl Fn(Unlocked) + Copy + 'static,
+) -> impl IntoView {
+    let first: NodeRef<Input> = NodeRef::new();
+    let second: NodeRef<Input> = NodeRef::new();
+    let meter = RwSignal::new(Strength::TooShort);
+    let organisation = info.organisation_name.clone();
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let typed = zeroize::Zeroizing::new(take_password(first));
+        let again = zeroize::Zeroizing::new(take_password(second));
+        meter.set(Strength::TooShort);
+        let problem = if *typed != *again {
+            Some(Key::PasswordsDiffer)
+        } else if strength(&typed) == Strength::TooShort {
+            Some(Key::StrengthTooShort)
+        } else {
+            None
+        };
+        if problem.is_some() {
+            screen.set(Screen::Choose(info.clone(), problem));
+            return;
+        }
+        let Ok(password) = Password::new(&typed) else { return };
+        let info = info.clone();
+        let Some(token) = link.get_value() else { return };
+        screen.set(Screen::Working(Key::StepDeriving));
+        spawn_local(async move {
+            let progress = move |step| screen.set(Screen::Working(step_text(step)));
+            match flow::enroll(&token, &info, password, progress).await {
+                Ok(result) => opened(result),
+                Err(FlowError::Api(error)) if ending(&error).is_some() => {
+                    screen.set(ending(&error).unwrap_or(Screen::Network));
+                }
+                Err(FlowError::Unsupported) => {
+                    screen.set(Screen::Ended(Key::UnsupportedTitle, Key::UnsupportedIntro));
+                }
+                Err(_) => screen.set(Screen::Choose(info, Some(Key::SomethingWrong))),
+            }
+        });
+    };
+    view! {
+        <section class="card">
+            <p class="from">{text(lang, Key::From)}": "<strong>{organisation}</strong></p>
+            <h1>{text(lang, Key::WelcomeTitle)}</h1>
+            <p>{text(lang, Key::WelcomeIntro)}</p>
+            <p class="warning" role="note">{text(lang, Key::ForgottenWarning)}</p>
+            {problem.map(|key| view! { <p class="error" role="alert">{text(lang, key)}</p> })}
+            <form on:submit=submit>
+                <label for="new-password">{text(lang, Key::NewPassword)}</label>
+                <input id="new-password" name="new-password" type="password" autocomplete="new-password"
+                    autofocus required minlength=MIN_PASSWORD_CHARS node_ref=first
+                    aria-describedby="strength"
+                    on:input=move |_| meter.set(first.get().map(|f| strength(&f.value())).unwrap_or(Strength::TooShort)) />
+                <p id="strength" class="strength" aria-live="polite"
+                    data-level=move || format!("{:?}", meter.get()).to_lowercase()>
+                    {move || text(lang, meter.get().key())}
+                </p>
+                <label for="confirm-password">{text(lang, Key::ConfirmPassword)}</label>
+                <input id="confirm-password" name="confirm-password" type="password" autocomplete="new-password"
+                    required node_ref=second />
+                <button type="submit">{text(lang, Key::CreatePassword)}</button>
+            </form>
+        </section>
+    }
+}
+
+fn unlock_view(
+    lang: Lang,
+    info: OpenInfo,
+    notice: Option<Notice>,
+    screen: RwSignal<Screen>,
+    link: StoredValue<Option<String>>,
+    opened: impl Fn(Unlocked) + Copy + 'static,
+) -> impl IntoView {
+    let field: NodeRef<Input> = NodeRef::new();
+    let organisation = info.organisation_name.clone();
+    let submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let typed = zeroize::Zeroizing::new(take_password(field));
+        let Ok(password) = Password::new(&typed) else { return };
+        let info = info.clone();
+        let Some(token) = link.get_value() else { return };
+        screen.set(Screen::Working(Key::StepDeriving));
+        spawn_local(async move {
+            let progress = move |step| screen.set(Screen::Working(step_text(step)));
+            match flow::unlock(&token, &info, password, progress).await {
+                Ok(result) => opened(result),
+                Err(FlowError::Api(ApiError::Relay { code, attempts_left, retry_after, .. })) => {
+                    let notice = match code.as_str() {
+                        "wrong_password" => Notice::Wrong(attempts_left.unwrap_or(0)),
+                        "locked_out" => Notice::LockedOut(retry_after.unwrap_or(60).div_ceil(60)),
+                        _ => Notice::Failed,
+                    };
+                    let ended = ending(&ApiError::Relay { status: 0, code, attempts_left, retry_after });
+                    screen.set(ended.unwrap_or(Screen::Unlock(info, Some(notice))));
+                }
+                Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
+                Err(_) => screen.set(Screen::Unlock(info, Some(Notice::Failed))),
+            }
+        });
+    };
+    let notice_view = notice.map(|notice| {
+        let message = match notice {
+            Notice::Wrong(left) => format!("{} {left} {}", text(lang, Key::WrongPassword), text(lang, Key::AttemptsLeft)),
+            Notice::LockedOut(minutes) => format!("{} {minutes} {}", text(lang, Key::LockedOut), text(lang, Key::Minutes)),
+            Notice::Failed => text(lang, Key::SomethingWrong).to_owned(),
+        };
+        view! { <p class="error" role="alert">{message}</p> }
+    });
+    view! {
+        <section class="card">
+            <p class="from">{text(lang, Key::From)}": "<strong>{organisation}</strong></p>
+            <h1>{text(lang, Key::UnlockTitle)}</h1>
+            <p>{text(lang, Key::UnlockIntro)}</p>
+            {notice_view}
+            <form on:submit=submit>
+                <label for="password">{text(lang, Key::Password)}</label>
+                <input id="password" name="password" type="password" autocomplete="current-password"
+                    autofocus required node_ref=field />
+                <button type="submit">{text(lang, Key::Unlock)}</button>
+            </form>
+        </section>
+    }
+}
+
+fn reading_view(
+    lang: Lang,
+    messages: RwSignal<Vec<Shown>>,
+    selected: RwSignal<Option<MessageId>>,
+    waiting: RwSignal<usize>,
+) -> impl IntoView {
+    // Send the read receipt once for the message on screen.
+    Effect::new(move |_| {
+        let Some(id) = selected.get() else { return };
+        let unread = messages.with(|list| list.iter().any(|m| m.id == id && !m.read));
+        if unread {
+            messages.update(|list| {
+                if let Some(m) = list.iter_mut().find(|m| m.id == id) {
+                    m.read = true;
+                }
+            });
+            spawn_local(async move {
+                let _ = api::read_receipt(id).await;
+            });
+        }
+    });
+    let current = move || {
+        let id = selected.get()?;
+        messages.with(|list| list.iter().find(|m| m.id == id).cloned())
+    };
+    view! {
+        {move || current().map(|m| view! {
+            <article class="card message" aria-labelledby="subject">
+                <p class="from">{text(lang, Key::From)}": "<strong>{m.organisation.clone()}</strong></p>
+                <h1 id="subject">{m.subject.clone()}</h1>
+                <dl class="meta">
+                    <dt>{text(lang, Key::Sent)}</dt><dd>{format_time(lang, m.created_at)}</dd>
+                    <dt>{text(lang, Key::Expires)}</dt><dd>{format_time(lang, m.expires_at)}</dd>
+                </dl>
+                <div class="body">{m.body.clone()}</div>
+            </article>
+        })}
+        {move || {
+            let others: Vec<Shown> = messages.with(|list| {
+                list.iter().filter(|m| Some(m.id) != selected.get()).cloned().collect()
+            });
+            let pending = waiting.get();
+            (!others.is_empty() || pending > 0).then(|| view! {
+                <section class="card others">
+                    <h2>{text(lang, Key::OtherMessages)}</h2>
+                    <ul>
+                        {others.into_iter().map(|m| {
+                            let id = m.id;
+                            view! {
+                                <li>
+                                    <button type="button" class="list-item" on:click=move |_| selected.set(Some(id))>
+                                        <span class="subject">{m.subject.clone()}</span>
+                                        <span class="meta">{m.organisation.clone()}" · "{format_time(lang, m.created_at)}</span>
+                                    </button>
+                                </li>
+                            }
+                        }).collect_view()}
+                        {(pending > 0).then(|| view! {
+                            <li class="pending" role="status">{pending}" · "{text(lang, Key::BeingPrepared)}</li>
+                        })}
+                    </ul>
+                </section>
+            })
+        }}
+    }
+}

@@ -1,0 +1,334 @@
+//! Every text the patient sees, in English and Spanish, in one table.
+//!
+//! The language comes from the browser (`navigator.language`) and can be switched on every
+//! screen. Adding a language means adding a column to [`text`].
+
+/// A language of the viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// English.
+    En,
+    /// Spanish.
+    Es,
+}
+
+impl Lang {
+    /// The language for a BCP 47 tag such as `es-MX` (English unless it is Spanish).
+    pub fn from_tag(tag: &str) -> Self {
+        if tag.to_ascii_lowercase().starts_with("es") {
+            Self::Es
+        } else {
+            Self::En
+        }
+    }
+
+    /// The tag for `<html lang>`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Es => "es",
+        }
+    }
+
+    /// The other language (the switch offers it, named in itself).
+    pub fn other(self) -> Self {
+        match self {
+            Self::En => Self::Es,
+            Self::Es => Self::En,
+        }
+    }
+}
+
+/// Every text of the viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// Product name in the header.
+    AppName,
+    /// The language switch, in the other language.
+    SwitchLanguage,
+    /// Opening a link.
+    Opening,
+    /// Heading for the first visit.
+    WelcomeTitle,
+    /// Explains what the password is for.
+    WelcomeIntro,
+    /// The unrecoverable-password warning.
+    ForgottenWarning,
+    /// Password field label.
+    NewPassword,
+    /// Confirmation field label.
+    ConfirmPassword,
+    /// Strength meter: too short.
+    StrengthTooShort,
+    /// Strength meter: weak.
+    StrengthWeak,
+    /// Strength meter: fair.
+    StrengthFair,
+    /// Strength meter: strong.
+    StrengthStrong,
+    /// Passwords differ.
+    PasswordsDiffer,
+    /// Create button.
+    CreatePassword,
+    /// Progress: deriving the key from the password.
+    StepDeriving,
+    /// Progress: generating the key pair.
+    StepGenerating,
+    /// Progress: registering with the relay.
+    StepEnrolling,
+    /// Progress: unlocking.
+    StepUnlocking,
+    /// Progress: decrypting messages.
+    StepDecrypting,
+    /// Unlock heading.
+    UnlockTitle,
+    /// Unlock explanation.
+    UnlockIntro,
+    /// Password field label.
+    Password,
+    /// Unlock button.
+    Unlock,
+    /// Wrong password; attempts left follow.
+    WrongPassword,
+    /// Attempts-left suffix.
+    AttemptsLeft,
+    /// Locked out; minutes follow.
+    LockedOut,
+    /// Minutes unit.
+    Minutes,
+    /// First contact: waiting for the sender.
+    PreparingTitle,
+    /// First contact explanation.
+    PreparingIntro,
+    /// From label.
+    From,
+    /// Sent label.
+    Sent,
+    /// Expires label.
+    Expires,
+    /// Other messages heading.
+    OtherMessages,
+    /// Being prepared marker in the list.
+    BeingPrepared,
+    /// Lock button.
+    Lock,
+    /// After locking.
+    LockedTitle,
+    /// After locking: how to come back.
+    LockedIntro,
+    /// Idle lock notice.
+    IdleLocked,
+    /// Remote wipe notice.
+    SessionEnded,
+    /// Revoked page heading.
+    RevokedTitle,
+    /// Revoked page text.
+    RevokedIntro,
+    /// Expired page heading.
+    ExpiredTitle,
+    /// Expired page text.
+    ExpiredIntro,
+    /// Unknown link heading.
+    UnknownTitle,
+    /// Unknown link text.
+    UnknownIntro,
+    /// Network error heading.
+    NetworkTitle,
+    /// Network error text.
+    NetworkIntro,
+    /// Retry button.
+    TryAgain,
+    /// Unsupported browser heading.
+    UnsupportedTitle,
+    /// Unsupported browser text.
+    UnsupportedIntro,
+    /// Generic failure.
+    SomethingWrong,
+    /// Open another message.
+    Open,
+    /// Back to the list.
+    Back,
+}
+
+/// The text for `key` in `lang`.
+pub fn text(lang: Lang, key: Key) -> &'static str {
+    use Key::*;
+    let (en, es) = match key {
+        AppName => ("Secure message", "Mensaje seguro"),
+        SwitchLanguage => ("Español", "English"),
+        Opening => ("Opening your secure message…", "Abriendo su mensaje seguro…"),
+        WelcomeTitle => ("Create your password", "Cree su contraseña"),
+        WelcomeIntro => (
+            "Your messages are locked with a password that only you know. Choose one you will remember.",
+            "Sus mensajes se protegen con una contraseña que solo usted conoce. Elija una que pueda recordar.",
+        ),
+        ForgottenWarning => (
+            "Important: if you forget this password, nobody can recover it — not the clinic, not us. The sender can only reset your access, and you will choose a new one.",
+            "Importante: si olvida esta contraseña, nadie puede recuperarla, ni la clínica ni nosotros. El remitente solo puede restablecer su acceso y usted elegirá una nueva.",
+        ),
+        NewPassword => ("New password (at least 10 characters)", "Contraseña nueva (mínimo 10 caracteres)"),
+        ConfirmPassword => ("Type the password again", "Escriba la contraseña otra vez"),
+        StrengthTooShort => ("Too short", "Demasiado corta"),
+        StrengthWeak => ("Weak: add more words or characters", "Débil: agregue más palabras o caracteres"),
+        StrengthFair => ("Fair", "Aceptable"),
+        StrengthStrong => ("Strong", "Fuerte"),
+        PasswordsDiffer => ("The two passwords are not the same.", "Las dos contraseñas no son iguales."),
+        CreatePassword => ("Create password and open", "Crear contraseña y abrir"),
+        StepDeriving => ("Protecting your password… (step 1 of 3)", "Protegiendo su contraseña… (paso 1 de 3)"),
+        StepGenerating => ("Creating your private keys… (step 2 of 3)", "Creando sus claves privadas… (paso 2 de 3)"),
+        StepEnrolling => ("Saving your locked keys… (step 3 of 3)", "Guardando sus claves cifradas… (paso 3 de 3)"),
+        StepUnlocking => ("Checking your password…", "Comprobando su contraseña…"),
+        StepDecrypting => ("Decrypting on this device…", "Descifrando en este dispositivo…"),
+        UnlockTitle => ("Enter your password", "Escriba su contraseña"),
+        UnlockIntro => (
+            "Enter the password you created to read your secure message.",
+            "Escriba la contraseña que creó para leer su mensaje seguro.",
+        ),
+        Password => ("Password", "Contraseña"),
+        Unlock => ("Unlock", "Desbloquear"),
+        WrongPassword => ("Wrong password.", "Contraseña incorrecta."),
+        AttemptsLeft => ("attempts left before a pause", "intentos antes de una pausa"),
+        LockedOut => ("Too many attempts. Try again in", "Demasiados intentos. Intente de nuevo en"),
+        Minutes => ("minute(s)", "minuto(s)"),
+        PreparingTitle => ("Your message is being prepared", "Su mensaje se está preparando"),
+        PreparingIntro => (
+            "The sender's system is locking this message to your new key. This usually takes a few seconds; this page will show it as soon as it is ready.",
+            "El sistema del remitente está cifrando este mensaje con su nueva clave. Suele tardar unos segundos; esta página lo mostrará en cuanto esté listo.",
+        ),
+        From => ("From", "De"),
+        Sent => ("Sent", "Enviado"),
+        Expires => ("Available until", "Disponible hasta"),
+        OtherMessages => ("Your other messages", "Sus otros mensajes"),
+        BeingPrepared => ("being prepared", "en preparación"),
+        Lock => ("Lock", "Bloquear"),
+        LockedTitle => ("Messages locked", "Mensajes bloqueados"),
+        LockedIntro => (
+            "Nothing readable is left on this device. To read again, open the link from your text message.",
+            "No queda nada legible en este dispositivo. Para leer de nuevo, abra el enlace de su mensaje de texto.",
+        ),
+        IdleLocked => ("Locked because the page was idle.", "Bloqueado por inactividad."),
+        SessionEnded => ("Your session was ended.", "Su sesión fue cerrada."),
+        RevokedTitle => ("Message withdrawn", "Mensaje retirado"),
+        RevokedIntro => (
+            "The sender withdrew this message. Contact them if you have questions.",
+            "El remitente retiró este mensaje. Comuníquese con ellos si tiene preguntas.",
+        ),
+        ExpiredTitle => ("Message expired", "Mensaje vencido"),
+        ExpiredIntro => (
+            "This message is no longer available. Contact the sender if you still need it.",
+            "Este mensaje ya no está disponible. Comuníquese con el remitente si aún lo necesita.",
+        ),
+        UnknownTitle => ("Link not recognised", "Enlace no reconocido"),
+        UnknownIntro => (
+            "This link is not valid. Check that you opened the whole link from your text message.",
+            "Este enlace no es válido. Verifique que abrió el enlace completo de su mensaje de texto.",
+        ),
+        NetworkTitle => ("No connection", "Sin conexión"),
+        NetworkIntro => (
+            "We could not reach the secure message service. Check your connection and try again.",
+            "No pudimos conectar con el servicio de mensajes seguros. Revise su conexión e intente de nuevo.",
+        ),
+        TryAgain => ("Try again", "Intentar de nuevo"),
+        UnsupportedTitle => ("Browser not supported", "Navegador no compatible"),
+        UnsupportedIntro => (
+            "This browser cannot decrypt messages safely. Please open the link in an up-to-date browser such as Chrome, Safari, Firefox or Edge.",
+            "Este navegador no puede descifrar mensajes de forma segura. Abra el enlace en un navegador actualizado como Chrome, Safari, Firefox o Edge.",
+        ),
+        SomethingWrong => ("Something went wrong. Please try again.", "Algo salió mal. Intente de nuevo."),
+        Open => ("Open", "Abrir"),
+        Back => ("Back", "Volver"),
+    };
+    match lang {
+        Lang::En => en,
+        Lang::Es => es,
+    }
+}
+
+/// How strong a candidate password looks. A coarse guide for the patient, not a guarantee:
+/// Argon2id does the real work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Strength {
+    /// Below the minimum length: refused.
+    TooShort,
+    /// Long enough but guessable.
+    Weak,
+    /// Reasonable.
+    Fair,
+    /// Long and varied.
+    Strong,
+}
+
+/// Minimum password length accepted at enrollment.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+/// Rates a password by length and character variety.
+pub fn strength(password: &str) -> Strength {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Strength::TooShort;
+    }
+    let classes = [
+        password.chars().any(char::is_lowercase),
+        password.chars().any(char::is_uppercase),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| !c.is_alphanumeric()),
+    ]
+    .into_iter()
+    .filter(|&present| present)
+    .count();
+    let distinct = {
+        let mut seen: Vec<char> = password.chars().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    };
+    match (chars, classes, distinct) {
+        (_, _, d) if d < 5 => Strength::Weak,
+        (16.., 2.., _) | (12.., 3.., _) => Strength::Strong,
+        (12.., _, _) | (_, 3.., _) => Strength::Fair,
+        _ => Strength::Weak,
+    }
+}
+
+impl Strength {
+    /// The label for the meter.
+    pub fn key(self) -> Key {
+        match self {
+            Self::TooShort => Key::StrengthTooShort,
+            Self::Weak => Key::StrengthWeak,
+            Self::Fair => Key::StrengthFair,
+            Self::Strong => Key::StrengthStrong,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_from_browser_tag() {
+        assert_eq!(Lang::from_tag("es-MX"), Lang::Es);
+        assert_eq!(Lang::from_tag("ES"), Lang::Es);
+        assert_eq!(Lang::from_tag("en-US"), Lang::En);
+        assert_eq!(Lang::from_tag("fr"), Lang::En);
+    }
+
+    #[test]
+    fn every_text_is_translated() {
+        use Key::*;
+        for key in [AppName, WelcomeTitle, ForgottenWarning, UnlockTitle, PreparingIntro, LockedIntro, UnsupportedIntro] {
+            assert_ne!(text(Lang::En, key), text(Lang::Es, key), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn strength_grows_with_length_and_variety() {
+        assert_eq!(strength("short"), Strength::TooShort);
+        assert_eq!(strength("aaaaaaaaaaaa"), Strength::Weak);
+        assert_eq!(strength("abcdefghij"), Strength::Weak);
+        assert_eq!(strength("correct horse"), Strength::Fair);
+        assert_eq!(strength("correct horse battery"), Strength::Strong);
+        assert_eq!(strength("Tr0ub4dor&3x"), Strength::Strong);
+    }
+}

@@ -1,0 +1,17 @@
+//! SecureText viewer: the patient's page. It decrypts in the browser with keys derived from the
+//! patient's password and leaves nothing readable on the device after the session.
+//!
+//! - [`app`]: screens and the state machine.
+//! - [`flow`]: enroll, unlock, resume and load journeys (no UI).
+//! - [`api`]: every relay call, typed.
+//! - [`keygen`]: RSA key pair generation through WebCrypto.
+//! - [`vault`]: the session blob in sessionStorage, the only thing ever stored.
+//! - [`i18n`]: every text in English and Spanish.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod flow;
+pub mod i18n;
+pub mod keygen;
+pub mod vault;
