@@ -193,6 +193,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_VIEWER_DIR", default_value = "dist")]
     pub viewer_dir: PathBuf,
 
+    /// Set when a reverse proxy (TLS termination, load balancer) is the only way in: the client
+    /// address used to throttle unlock attempts is then the last `X-Forwarded-For` entry.
+    /// Without it, every patient behind the proxy would share the proxy's address.
+    #[arg(long, env = "RELAY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
     /// SMS provider.
     #[arg(
         long,

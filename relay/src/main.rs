@@ -113,6 +113,7 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         public_url,
         viewer_dir: args.viewer_dir.clone(),
         limits: args.limits.clone(),
+        trust_forwarded_for: args.trust_forwarded_for,
         twilio_auth_token,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

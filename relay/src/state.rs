@@ -45,6 +45,8 @@ pub struct Settings {
     pub viewer_dir: PathBuf,
     /// Lifetimes and limits.
     pub limits: Limits,
+    /// Whether a TLS proxy in front sets `X-Forwarded-For` (client addresses for throttling).
+    pub trust_forwarded_for: bool,
     /// Twilio's auth token, to verify status callbacks (when Twilio is the provider).
     pub twilio_auth_token: Option<Secret>,
 }

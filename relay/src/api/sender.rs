@@ -187,11 +187,15 @@ struct SubmitResponse {
 }
 
 impl SubmitResponse {
-    fn of(message: &StoredMessage) -> Self {
+    fn of(message: &StoredMessage, now: i64) -> Self {
         Self {
             message_id: message.id,
             recipient_id: message.recipient_id,
-            status: "queued",
+            status: match message.status_at(now) {
+                MessageStatus::Active => "queued",
+                MessageStatus::Revoked => "revoked",
+                MessageStatus::Expired => "expired",
+            },
             expires_at: message.expires_at,
         }
     }
@@ -293,10 +297,10 @@ async fn submit(
     }
     let max_lifetime =
         i64::try_from(state.settings().limits.message_max_lifetime_seconds).unwrap_or(i64::MAX);
-    check_envelope(&body.envelope, org, now, max_lifetime)?;
     let header = body.envelope.header;
-
     let mut tx = state.store().pool().begin().await?;
+    // A retry of an accepted submission gets the original answer, even if the envelope would
+    // no longer pass today's checks (it expired meanwhile, the organisation key rotated).
     if let Some(key) = &body.idempotency_key
         && let Some(existing) = messages::by_idempotency_key(&mut tx, org.id, key).await?
     {
@@ -306,8 +310,9 @@ async fn submit(
                 message: "this idempotency key was used for another message",
             });
         }
-        return Ok((StatusCode::OK, Json(SubmitResponse::of(&existing))).into_response());
+        return Ok((StatusCode::OK, Json(SubmitResponse::of(&existing, now))).into_response());
     }
+    check_envelope(&body.envelope, org, now, max_lifetime)?;
     check_send_rate(&mut tx, &state, &sender, now).await?;
     if messages::exists(&mut tx, header.message_id).await? {
         return Err(AppError::Conflict {

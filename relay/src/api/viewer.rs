@@ -253,16 +253,37 @@ fn address_key(state: &AppState, address: std::net::IpAddr) -> String {
     format!("address:{}", hex::encode(&lookup[..16]))
 }
 
+/// The client's address: the TCP peer, or — behind a trusted TLS proxy — the address that proxy
+/// appended last to `X-Forwarded-For` (earlier entries are client-controlled and ignored).
+fn client_address(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> std::net::IpAddr {
+    if !state.settings().trust_forwarded_for {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .unwrap_or(peer.ip())
+}
+
 async fn unlock(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<UnlockRequest>,
 ) -> ApiResult<Response> {
     let now = state.now();
     let limits = &state.settings().limits;
     let proof = AuthKey::from_base64url(&body.proof)
         .map_err(|_| AppError::invalid("proof", "must be 32 bytes of base64url"))?;
-    let address = address_key(&state, client.ip());
+    let address = address_key(&state, client_address(&state, peer, &headers));
     let mut tx = state.store().pool().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
@@ -309,6 +330,8 @@ async fn unlock(
         tx.commit().await?;
         return Err(if locked_until > now {
             locked_out(locked_until, now)
+        } else if address_counter.locked_until > now {
+            locked_out(address_counter.locked_until, now)
         } else {
             AppError::WrongPassword {
                 attempts_left: limits.unlock_attempts - failed,
@@ -504,6 +527,16 @@ async fn read_receipt(
         return Err(AppError::Gone {
             code: "message_ended",
             message: "the message is revoked or expired",
+        });
+    }
+    let current = recipients::get(&mut tx, session.recipient_id)
+        .await?
+        .and_then(|r| r.enrollment)
+        .map(|e| e.bundle.public_key.fingerprint());
+    if current.is_none() || message.recipient_wrap != current {
+        return Err(AppError::Conflict {
+            code: "awaiting_key",
+            message: "this message is not yet readable on this device",
         });
     }
     if messages::mark_read(&mut tx, id, now).await? {

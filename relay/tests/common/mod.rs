@@ -165,6 +165,7 @@ impl TestRelay {
             tls: false,
             viewer_dir,
             limits,
+            trust_forwarded_for: false,
             twilio_auth_token: self.twilio_token.as_deref().map(|t| t.parse().unwrap()),
         };
         self.state = AppState::new(
@@ -300,6 +301,7 @@ async fn placeholder_state() -> AppState {
             tls: false,
             viewer_dir: PathBuf::new(),
             limits: default_limits(),
+            trust_forwarded_for: false,
             twilio_auth_token: None,
         },
         Arc::new(ConsoleProvider::new(PathBuf::from("/dev/null"))),
