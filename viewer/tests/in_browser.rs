@@ -1,0 +1,163 @@
+//! Runs in headless Chromium (`cargo test -p viewer --target wasm32-unknown-unknown`): the
+//! protocol's test vectors decrypt inside the browser with the same code the viewer ships, the
+//! storage helpers leave nothing behind, and WebCrypto makes keys `shared` accepts. Prints the
+//! in-browser cost of the key derivation and key generation that the UI shows progress for.
+#![cfg(target_arch = "wasm32")]
+
+use securetext_viewer::vault::{self, StoredSession};
+use serde_json::Value;
+use shared::bundle::KeyBundle;
+use shared::envelope::{Envelope, Wrap};
+use shared::ids::{RecipientId, SessionId};
+use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
+use shared::keys::PrivateKey;
+use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
+use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const VECTORS: &str = include_str!("../../shared/tests/vectors/v1.json");
+
+fn vectors() -> Value {
+    serde_json::from_str(VECTORS).unwrap()
+}
+
+fn h(value: &Value) -> Vec<u8> {
+    hex_decode(value.as_str().unwrap())
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn key(file: &Value, name: &str) -> PrivateKey {
+    let entry = file["keys"].as_array().unwrap().iter().find(|k| k["name"] == name).unwrap();
+    PrivateKey::from_pkcs8_der(&h(&entry["private_key_pkcs8"])).unwrap()
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+#[wasm_bindgen_test]
+fn kdf_vectors_match_in_the_browser() {
+    for v in vectors()["kdf"].as_array().unwrap() {
+        let params: KdfParams = serde_json::from_value(v["params"].clone()).unwrap();
+        let salt = Salt::from_bytes(h(&v["salt"]).try_into().unwrap());
+        let started = now_ms();
+        let keys = derive_password_keys(&Password::new(v["password"].as_str().unwrap()).unwrap(), &salt, &params).unwrap();
+        console_log!(
+            "Argon2id m={} KiB t={} p={}: {:.0} ms in this browser",
+            params.memory_kib, params.iterations, params.parallelism, now_ms() - started
+        );
+        assert_eq!(keys.auth.verifier().as_bytes().to_vec(), h(&v["verifier"]));
+    }
+}
+
+#[wasm_bindgen_test]
+fn envelopes_bundles_and_blobs_open_in_the_browser() {
+    let file = vectors();
+    let bundle_vector = &file["key_bundle"][0];
+    let kdf = file["kdf"].as_array().unwrap().iter().find(|k| k["name"] == bundle_vector["kdf"]).unwrap();
+    let params: KdfParams = serde_json::from_value(kdf["params"].clone()).unwrap();
+    let keys = derive_password_keys(
+        &Password::new(kdf["password"].as_str().unwrap()).unwrap(),
+        &Salt::from_bytes(h(&kdf["salt"]).try_into().unwrap()),
+        &params,
+    )
+    .unwrap();
+    let recipient = RecipientId::parse(bundle_vector["recipient_id"].as_str().unwrap()).unwrap();
+    let patient = key(&file, "recipient");
+    let bundle = KeyBundle {
+        public_key: patient.public_key().clone(),
+        sealed_private_key: h(&bundle_vector["sealed_private_key"]),
+    };
+    let unsealed = bundle.unseal(recipient, &keys.sealing).unwrap();
+    assert_eq!(unsealed.public_key(), patient.public_key());
+
+    for v in file["envelope"].as_array().unwrap() {
+        let envelope: Envelope = serde_json::from_value(v["envelope_json"].clone()).unwrap();
+        let organisation = key(&file, "organisation");
+        assert_eq!(envelope.open(&organisation, None).unwrap().body, v["body"].as_str().unwrap());
+        if v["recipient_key"].is_string() {
+            let content = envelope.open(&unsealed, envelope.header.recipient_id).unwrap();
+            assert_eq!(content.body, v["body"].as_str().unwrap());
+            assert_eq!(content.subject, v["subject"].as_str().unwrap());
+        }
+    }
+
+    let rewrap = &file["rewrap"][0];
+    let source = file["envelope"].as_array().unwrap().iter().find(|e| e["name"] == rewrap["envelope"]).unwrap();
+    let mut envelope: Envelope = serde_json::from_value(source["envelope_json"].clone()).unwrap();
+    let wrap: Wrap = serde_json::from_value(rewrap["recipient_wrap_json"].clone()).unwrap();
+    envelope.set_recipient_wrap(wrap).unwrap();
+    let reset = key(&file, "recipient-after-reset");
+    assert_eq!(envelope.open(&reset, None).unwrap().body, source["body"].as_str().unwrap());
+
+    let blob_vector = &file["session_blob"][0];
+    let b64 = |v: &Value| shared::encoding::b64u_encode(h(v));
+    let blob = SessionBlob::from_base64url(&b64(&blob_vector["blob"])).unwrap();
+    let opened = blob
+        .open(
+            SessionId::parse(blob_vector["session_id"].as_str().unwrap()).unwrap(),
+            RecipientId::parse(blob_vector["recipient_id"].as_str().unwrap()).unwrap(),
+            &DeviceHalf::from_base64url(&b64(&blob_vector["device_half"])).unwrap(),
+            &RelayHalf::from_base64url(&b64(&blob_vector["relay_half"])).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(opened.public_key(), patient.public_key());
+}
+
+fn storage_dump() -> String {
+    let window = web_sys::window().unwrap();
+    let mut out = String::new();
+    for storage in [window.session_storage().unwrap().unwrap(), window.local_storage().unwrap().unwrap()] {
+        for i in 0..storage.length().unwrap() {
+            let name = storage.key(i).unwrap().unwrap();
+            out.push_str(&name);
+            out.push('=');
+            out.push_str(&storage.get_item(&name).unwrap().unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[wasm_bindgen_test]
+fn the_vault_holds_only_sealed_data_and_clears_completely() {
+    let file = vectors();
+    let patient = key(&file, "recipient");
+    let pkcs8 = patient.to_pkcs8_der().unwrap();
+    let session = SessionId::random(&mut rand_core::OsRng);
+    let recipient = RecipientId::random(&mut rand_core::OsRng);
+    let device = DeviceHalf::random(&mut rand_core::OsRng);
+    let relay = RelayHalf::random(&mut rand_core::OsRng);
+    let blob = SessionBlob::seal(&patient, session, recipient, &device, &relay, &mut rand_core::OsRng).unwrap();
+    assert!(vault::save(&StoredSession {
+        session_id: session,
+        recipient_id: recipient,
+        device_half: device.to_base64url().to_string(),
+        blob: blob.to_base64url(),
+    }));
+    let stored = storage_dump();
+    assert!(stored.contains(vault::STORAGE_KEY));
+    let tail = &pkcs8[pkcs8.len() - 48..];
+    assert!(!stored.contains(&shared::encoding::b64u_encode(tail)[..32]), "private key bytes stored in clear");
+    assert!(!stored.contains(relay.to_base64url().as_str()), "the relay half is never stored");
+    assert_eq!(vault::load().unwrap().session_id, session);
+
+    vault::clear();
+    assert_eq!(storage_dump(), "", "nothing is left in sessionStorage or localStorage");
+    assert!(vault::load().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn webcrypto_generates_keys_shared_accepts() {
+    let started = now_ms();
+    let generated = securetext_viewer::keygen::generate().await.unwrap();
+    console_log!("RSA-{} key pair via WebCrypto: {:.0} ms", generated.public_key().bits(), now_ms() - started);
+    assert_eq!(generated.public_key().bits(), shared::keys::RSA_BITS);
+}
