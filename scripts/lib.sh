@@ -20,3 +20,8 @@ ensure_vector_venv() {
   "${VECTOR_VENV}/bin/pip" install --quiet --disable-pip-version-check "${VECTOR_REQUIREMENTS[@]}"
   echo "${VECTOR_REQUIREMENTS[*]}" > "$stamp"
 }
+
+# Runs a command as root, through sudo when not already root.
+sudo_if_needed() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}

@@ -12,6 +12,7 @@
 //! - [`kdf`]: password → sealing key, auth key, verifier (Argon2id + HKDF-SHA256).
 //! - [`keys`]: RSA-3072 key pairs, fingerprints and OAEP content-key wrapping.
 //! - [`bundle`]: the recipient's private key sealed under the password-derived sealing key.
+//! - [`keyfile`]: the organisation's private key sealed under a passphrase, at rest on its host.
 //! - [`envelope`]: message header, padded payload, content encryption, wraps and re-wrap.
 //! - [`session`]: the two-half sealed blob that allows re-opening within a live session.
 //! - [`at_rest`]: the relay's data key for phone numbers and queued SMS bodies at rest.
@@ -36,6 +37,7 @@ pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod kdf;
+pub mod keyfile;
 pub mod keys;
 pub mod session;
 pub mod token;

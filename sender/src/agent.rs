@@ -1,0 +1,454 @@
+//! The re-wrap agent: gives patients who enrolled after a message was sent (first contact) or
+//! who enrolled again (forgotten password) the content key of their waiting messages.
+//!
+//! Each pass lists the relay's pending re-wraps and, for each, checks it against local records,
+//! applies the pin rule, re-wraps with the organisation's private key and uploads the wrap.
+//! [`Agent::run`] repeats passes every poll interval (1 s by default, so a patient waits at
+//! most about a second after enrolling), backs off exponentially while the relay is down, and
+//! stops when its shutdown future completes.
+//!
+//! # Invariants
+//! (THREAT_MODEL.md, sections 6.2 and 6.3)
+//! - Only messages this organisation sent are re-wrapped: the header's organisation must be
+//!   ours, the journal must know the message (unless [`AgentPolicy::accept_unrecorded`]), the
+//!   envelope must have the digest recorded at sending, and the recipient must be the one the
+//!   message was sent to (or, for an envelope naming a recipient, the one it names).
+//! - Each message is unwrapped at most once per recipient key: the wrap is recorded in the
+//!   journal before it is uploaded, and a later pass re-uploads the recorded wrap instead of
+//!   unwrapping again. This keeps the private-key operation from becoming an oracle that the
+//!   relay can query at will (RUSTSEC-2023-0071).
+//! - A failed unwrap of our own wrap is an alarm: recorded, reported, never retried.
+//! - A recipient key that differs from the pinned one is held and reported until an operator
+//!   approves it, or approved and reported when [`AgentPolicy::auto_approve_key_changes`] is
+//!   set (an explicit opt-in that trades the pin's protection for convenience).
+//! - The plaintext that re-wrap decrypts to check the content key is dropped (and wiped)
+//!   inside `shared::envelope::Envelope::rewrap`; nothing here sees it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use serde::Serialize;
+use shared::envelope::Wrap;
+use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::keys::{Fingerprint, PrivateKey};
+
+use crate::client::{Client, PendingRewrap};
+use crate::error::ErrorCode;
+use crate::journal::{Journal, MadeWrap, RecordState, SentRecord, envelope_digest};
+use crate::pins::{PinCheck, PinStore};
+use crate::state::StateDir;
+use crate::{Error, RelayError};
+
+/// What the agent may decide on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentPolicy {
+    /// Approve changed recipient keys without an operator (each approval is reported).
+    pub auto_approve_key_changes: bool,
+    /// Re-wrap messages this host's journal does not know (sent from another host with the
+    /// same organisation key). Off by default: the journal is the agent's evidence that the
+    /// organisation sent the message to this recipient.
+    pub accept_unrecorded: bool,
+}
+
+/// Something the agent did or refused to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum AgentEvent {
+    /// A recipient wrap was made (or re-sent) and installed by the relay.
+    Rewrapped {
+        /// The message.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// The key wrapped to.
+        fingerprint: Fingerprint,
+        /// Whether this key was pinned now (first use).
+        newly_pinned: bool,
+    },
+    /// The recipient's key differs from the pinned one; the message waits for approval.
+    KeyChangeHeld {
+        /// The message.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// The trusted fingerprint.
+        pinned: Fingerprint,
+        /// The new fingerprint.
+        offered: Fingerprint,
+    },
+    /// A changed key was approved automatically (policy).
+    KeyChangeAutoApproved {
+        /// The patient.
+        recipient_id: RecipientId,
+        /// The fingerprint trusted before.
+        previous: Fingerprint,
+        /// The fingerprint trusted now.
+        approved: Fingerprint,
+    },
+    /// The relay lists a message this host has no record of; it is not re-wrapped.
+    NotRecorded {
+        /// The message.
+        message_id: MessageId,
+    },
+    /// Something is wrong with this message; it will not be re-wrapped.
+    Alarm {
+        /// The message.
+        message_id: MessageId,
+        /// Why.
+        reason: String,
+    },
+    /// The message was revoked or expired meanwhile.
+    Ended {
+        /// The message.
+        message_id: MessageId,
+    },
+    /// The relay refused the wrap for now (the patient's key changed again, or the patient
+    /// was reset); the next pass sees the new state.
+    Deferred {
+        /// The message.
+        message_id: MessageId,
+        /// The relay's reason.
+        reason: String,
+    },
+}
+
+impl AgentEvent {
+    /// The message concerned, if any.
+    pub fn message_id(&self) -> Option<MessageId> {
+        match self {
+            Self::Rewrapped { message_id, .. }
+            | Self::KeyChangeHeld { message_id, .. }
+            | Self::NotRecorded { message_id }
+            | Self::Alarm { message_id, .. }
+            | Self::Ended { message_id }
+            | Self::Deferred { message_id, .. } => Some(*message_id),
+            Self::KeyChangeAutoApproved { .. } => None,
+        }
+    }
+
+    /// Events that describe a standing condition (repeated every pass until resolved), which
+    /// [`Agent::run`] reports once and then only as periodic reminders.
+    fn standing_key(&self) -> Option<String> {
+        match self {
+            Self::KeyChangeHeld {
+                message_id,
+                offered,
+                ..
+            } => Some(format!("held:{message_id}:{offered}")),
+            Self::NotRecorded { message_id } => Some(format!("unrecorded:{message_id}")),
+            Self::Alarm { message_id, .. } => Some(format!("alarm:{message_id}")),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Agent::run`] reports to its caller.
+#[derive(Debug)]
+pub enum AgentNotice<'a> {
+    /// An event of a pass.
+    Event(&'a AgentEvent),
+    /// A pass failed (relay unreachable or failing, or a local file problem); the agent waits
+    /// `retry_in` before the next one.
+    PassFailed {
+        /// Why.
+        error: &'a Error,
+        /// The back-off before the next pass.
+        retry_in: Duration,
+    },
+    /// A pass succeeded after failures.
+    Recovered,
+}
+
+/// Timing of [`Agent::run`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Wait between passes.
+    pub poll: Duration,
+    /// Longest back-off while the relay is down.
+    pub max_backoff: Duration,
+    /// How often a standing condition (held key change, alarm) is reported again.
+    pub remind_every: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(1_000),
+            max_backoff: Duration::from_secs(60),
+            remind_every: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The agent of one organisation.
+#[derive(Debug)]
+pub struct Agent {
+    client: Client,
+    organisation_id: OrganisationId,
+    key: PrivateKey,
+    pins: PinStore,
+    journal: Journal,
+    policy: AgentPolicy,
+}
+
+impl Agent {
+    /// An agent holding the organisation's unsealed private key.
+    pub fn new(
+        client: Client,
+        organisation_id: OrganisationId,
+        key: PrivateKey,
+        state: &StateDir,
+        policy: AgentPolicy,
+    ) -> Self {
+        Self {
+            client,
+            organisation_id,
+            key,
+            pins: PinStore::new(state),
+            journal: Journal::new(state),
+            policy,
+        }
+    }
+
+    /// One pass over the relay's pending re-wraps. Fails (for the caller to back off) when the
+    /// relay cannot be reached or fails, or a local state file cannot be used; a refusal that
+    /// concerns one message only becomes an event.
+    pub async fn run_once(&self) -> Result<Vec<AgentEvent>, Error> {
+        let mut events = Vec::new();
+        for item in self.client.pending_rewraps().await? {
+            self.process(&item, &mut events).await?;
+        }
+        Ok(events)
+    }
+
+    /// Runs passes until `shutdown` completes, reporting through `report`. Shutdown is
+    /// prompt: a pass in flight is abandoned, which is safe because every local write is
+    /// atomic and complete before the request that depends on it, and every relay request
+    /// the agent makes can be repeated.
+    pub async fn run(
+        &self,
+        options: RunOptions,
+        shutdown: impl Future<Output = ()>,
+        mut report: impl FnMut(AgentNotice<'_>),
+    ) {
+        tokio::pin!(shutdown);
+        let mut failures: u32 = 0;
+        let mut reported: HashMap<String, Instant> = HashMap::new();
+        loop {
+            let pass = tokio::select! {
+                () = &mut shutdown => return,
+                pass = self.run_once() => pass,
+            };
+            let wait = match pass {
+                Ok(events) => {
+                    if failures > 0 {
+                        report(AgentNotice::Recovered);
+                    }
+                    failures = 0;
+                    let now = Instant::now();
+                    let mut standing = HashMap::new();
+                    for event in &events {
+                        match event.standing_key() {
+                            Some(key) => {
+                                let last = reported.get(&key).copied();
+                                let due = last.is_none_or(|at| now - at >= options.remind_every);
+                                if due {
+                                    report(AgentNotice::Event(event));
+                                }
+                                standing.insert(key, if due { now } else { last.unwrap_or(now) });
+                            }
+                            None => report(AgentNotice::Event(event)),
+                        }
+                    }
+                    // Conditions that resolved are forgotten, so a recurrence is reported anew.
+                    reported = standing;
+                    options.poll
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let retry_in = options
+                        .poll
+                        .saturating_mul(1u32 << failures.min(16))
+                        .min(options.max_backoff);
+                    report(AgentNotice::PassFailed {
+                        error: &error,
+                        retry_in,
+                    });
+                    retry_in
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        item: &PendingRewrap,
+        events: &mut Vec<AgentEvent>,
+    ) -> Result<(), Error> {
+        let id = item.message_id;
+        let alarm = |reason: &str| AgentEvent::Alarm {
+            message_id: id,
+            reason: reason.to_owned(),
+        };
+        if let Some(reason) = self.public_check(item) {
+            events.push(alarm(reason));
+            return Ok(());
+        }
+        let record = match self.journal.get(id)? {
+            Some(record) => record,
+            None if self.policy.accept_unrecorded => {
+                let mut record = SentRecord::for_envelope(&item.envelope);
+                record.state = RecordState::Unrecorded;
+                record.recipient_id = Some(item.recipient_id);
+                self.journal.put(id, record.clone())?;
+                record
+            }
+            None => {
+                events.push(AgentEvent::NotRecorded { message_id: id });
+                return Ok(());
+            }
+        };
+        if let Some(reason) = &record.alarm {
+            events.push(alarm(reason));
+            return Ok(());
+        }
+        let mismatch = if record.digest != envelope_digest(&item.envelope) {
+            Some("the envelope differs from the one this host sent")
+        } else if record.recipient_id.is_some_and(|r| r != item.recipient_id) {
+            Some("the relay lists the message for another recipient than it was sent to")
+        } else {
+            None
+        };
+        if let Some(reason) = mismatch {
+            self.raise_alarm(id, reason)?;
+            events.push(alarm(reason));
+            return Ok(());
+        }
+
+        let fingerprint = item.recipient_fingerprint;
+        let mut newly_pinned = false;
+        match self.pins.check(item.recipient_id, fingerprint)? {
+            PinCheck::FirstUse => newly_pinned = true,
+            PinCheck::Matches => {}
+            PinCheck::Changed { pinned, offered } if !self.policy.auto_approve_key_changes => {
+                events.push(AgentEvent::KeyChangeHeld {
+                    message_id: id,
+                    recipient_id: item.recipient_id,
+                    pinned,
+                    offered,
+                });
+                return Ok(());
+            }
+            PinCheck::Changed { offered, .. } => {
+                let approval = self.pins.approve(item.recipient_id, Some(offered))?;
+                events.push(AgentEvent::KeyChangeAutoApproved {
+                    recipient_id: item.recipient_id,
+                    previous: approval.previous,
+                    approved: approval.approved,
+                });
+            }
+        }
+
+        let wrap = match record.wrap_for(fingerprint) {
+            Some(made) => made.wrap.clone(),
+            None => match item
+                .envelope
+                .rewrap(&self.key, &item.recipient_public_key, &mut OsRng)
+            {
+                Ok(wrap) => {
+                    self.journal.modify(id, |record| {
+                        record.wraps.push(MadeWrap {
+                            wrap: wrap.clone(),
+                            uploaded: false,
+                        });
+                    })?;
+                    wrap
+                }
+                Err(error) => {
+                    let reason = match error {
+                        shared::Error::NotAddressedToKey => {
+                            "the organisation wrap is not for this organisation key"
+                        }
+                        _ => "the organisation wrap or the ciphertext does not open",
+                    };
+                    self.raise_alarm(id, reason)?;
+                    events.push(alarm(reason));
+                    return Ok(());
+                }
+            },
+        };
+        events.push(self.upload(item, &wrap, newly_pinned).await?);
+        Ok(())
+    }
+
+    /// Checks that need nothing but the item: the envelope is well-formed, ours, and about the
+    /// recipient the relay names.
+    fn public_check(&self, item: &PendingRewrap) -> Option<&'static str> {
+        let header = &item.envelope.header;
+        if item.envelope.validate().is_err() {
+            Some("the envelope is malformed")
+        } else if header.message_id != item.message_id {
+            Some("the envelope belongs to another message id")
+        } else if header.organisation_id != self.organisation_id {
+            Some("the envelope names another organisation")
+        } else if header.recipient_id.is_some_and(|r| r != item.recipient_id) {
+            Some("the envelope names another recipient than the relay lists")
+        } else {
+            None
+        }
+    }
+
+    async fn upload(
+        &self,
+        item: &PendingRewrap,
+        wrap: &Wrap,
+        newly_pinned: bool,
+    ) -> Result<AgentEvent, Error> {
+        let id = item.message_id;
+        match self.client.upload_wrap(id, wrap).await {
+            Ok(fingerprint) => {
+                self.journal.modify(id, |record| {
+                    for made in &mut record.wraps {
+                        if made.wrap.key_fingerprint == fingerprint {
+                            made.uploaded = true;
+                        }
+                    }
+                })?;
+                Ok(AgentEvent::Rewrapped {
+                    message_id: id,
+                    recipient_id: item.recipient_id,
+                    fingerprint,
+                    newly_pinned,
+                })
+            }
+            Err(Error::Relay(error)) if !error.is_transient() => Ok(refusal(id, &error)),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn raise_alarm(&self, id: MessageId, reason: &str) -> Result<(), Error> {
+        match self.journal.modify(id, |record| {
+            record.alarm = Some(reason.to_owned());
+        }) {
+            Ok(()) | Err(Error::Input(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Turns a relay refusal of one wrap into an event.
+fn refusal(id: MessageId, error: &RelayError) -> AgentEvent {
+    match error.code {
+        ErrorCode::MessageEnded | ErrorCode::NotFound => AgentEvent::Ended { message_id: id },
+        _ => AgentEvent::Deferred {
+            message_id: id,
+            reason: error.to_string(),
+        },
+    }
+}

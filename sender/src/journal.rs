@@ -1,0 +1,226 @@
+//! The journal of this host's sends: what the agent checks a re-wrap request against.
+//!
+//! The relay lists messages that wait for a recipient wrap, but it is not trusted to say which
+//! messages this organisation sent or for whom (THREAT_MODEL.md, section 6.3). The sender
+//! records each message before submitting it; the agent re-wraps only what the journal
+//! vouches for, unwraps each message at most once per recipient key, and stops for good on a
+//! message whose organisation wrap fails to open.
+//!
+//! # Wire format
+//! `messages.json` in the state directory:
+//! ```text
+//! {"version": 1, "messages": {"<message uuid>": {
+//!    "digest": hex64, "recipient_id": uuid | null, "first_contact": bool,
+//!    "created_at": i64, "expires_at": i64, "state": "submitting" | "accepted" | "unrecorded",
+//!    "wraps": [{"wrap": {role, key_fingerprint, wrapped_key}, "uploaded": bool}],
+//!    "alarm": null | "reason"}}}
+//!
+//! digest = SHA-256("securetext/v1/sender-envelope-digest" || header[72] || nonce[12]
+//!                  || u32(len(ciphertext)) || ciphertext || organisation fingerprint[32]
+//!                  || u32(len(organisation wrapped_key)) || organisation wrapped_key)
+//! ```
+//! The digest leaves out the recipient wrap, which re-wrapping replaces, and covers everything
+//! else. This is a local format: the relay never sees the digest.
+//!
+//! # Invariants
+//! - No plaintext, no phone number and no key that opens anything is written: ids, a digest,
+//!   times, and recipient wraps (ciphertext for the patient's own key).
+//! - A record is written before its submission, so a message the relay accepted is always
+//!   known here even if the process dies before the answer arrives.
+//! - Records are dropped a day after their message expires; the relay stops serving expired
+//!   messages, so nothing can need a re-wrap later.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shared::envelope::{Envelope, Wrap, WrapRole};
+use shared::ids::{MessageId, RecipientId};
+use shared::keys::Fingerprint;
+
+use crate::Error;
+use crate::state::{StateDir, read_json, unix_now, write_json};
+
+/// Domain-separation label of the envelope digest.
+pub const DIGEST_LABEL: &[u8] = b"securetext/v1/sender-envelope-digest";
+/// Records are kept this long after their message expires.
+const KEEP_AFTER_EXPIRY: i64 = 86_400;
+
+/// Where a record is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Written before submission; the relay may or may not have it.
+    Submitting,
+    /// The relay accepted it.
+    Accepted,
+    /// Not sent from this host; recorded by an agent allowed to accept such messages.
+    Unrecorded,
+}
+
+/// A recipient wrap this host made, and whether the relay has confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MadeWrap {
+    /// The wrap.
+    pub wrap: Wrap,
+    /// Whether the relay installed it.
+    pub uploaded: bool,
+}
+
+/// What this host knows about one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentRecord {
+    /// [`envelope_digest`] of the envelope as sealed.
+    pub digest: String,
+    /// The patient, once known (the relay assigns it for a first contact).
+    pub recipient_id: Option<RecipientId>,
+    /// Whether it was sealed to the organisation only.
+    pub first_contact: bool,
+    /// Header `created_at`.
+    pub created_at: i64,
+    /// Header `expires_at`.
+    pub expires_at: i64,
+    /// Submission state.
+    pub state: RecordState,
+    /// Recipient wraps made by the agent, one per recipient key at most.
+    #[serde(default)]
+    pub wraps: Vec<MadeWrap>,
+    /// Set when the organisation wrap failed to open: the agent never tries this message again.
+    #[serde(default)]
+    pub alarm: Option<String>,
+}
+
+impl SentRecord {
+    /// A record for an envelope about to be submitted.
+    pub fn for_envelope(envelope: &Envelope) -> Self {
+        Self {
+            digest: envelope_digest(envelope),
+            recipient_id: envelope.header.recipient_id,
+            first_contact: envelope.header.recipient_id.is_none(),
+            created_at: envelope.header.created_at,
+            expires_at: envelope.header.expires_at,
+            state: RecordState::Submitting,
+            wraps: Vec::new(),
+            alarm: None,
+        }
+    }
+
+    /// The wrap made for this key, if any.
+    pub fn wrap_for(&self, fingerprint: Fingerprint) -> Option<&MadeWrap> {
+        self.wraps
+            .iter()
+            .find(|w| w.wrap.key_fingerprint == fingerprint)
+    }
+}
+
+/// The digest of an envelope, without its recipient wrap (see the module documentation).
+pub fn envelope_digest(envelope: &Envelope) -> String {
+    let mut hash = Sha256::new();
+    hash.update(DIGEST_LABEL);
+    hash.update(envelope.header.to_bytes());
+    hash.update(&envelope.nonce);
+    put_bytes(&mut hash, &envelope.ciphertext);
+    if let Some(wrap) = envelope.wrap_for(WrapRole::Organisation) {
+        hash.update(wrap.key_fingerprint.as_bytes());
+        put_bytes(&mut hash, &wrap.wrapped_key);
+    }
+    hex::encode(hash.finalize())
+}
+
+fn put_bytes(hash: &mut Sha256, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    hash.update(len.to_be_bytes());
+    hash.update(bytes);
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalFile {
+    version: u8,
+    messages: BTreeMap<MessageId, SentRecord>,
+}
+
+impl Default for JournalFile {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            messages: BTreeMap::new(),
+        }
+    }
+}
+
+/// The journal of one state directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    state: StateDir,
+}
+
+impl Journal {
+    /// The journal in `state` (`messages.json`; created on first record).
+    pub fn new(state: &StateDir) -> Self {
+        Self {
+            state: state.clone(),
+        }
+    }
+
+    /// The record of a message.
+    pub fn get(&self, id: MessageId) -> Result<Option<SentRecord>, Error> {
+        Ok(self.load()?.messages.remove(&id))
+    }
+
+    /// Inserts or replaces a record.
+    pub fn put(&self, id: MessageId, record: SentRecord) -> Result<(), Error> {
+        self.update(|file| {
+            file.messages.insert(id, record);
+            Ok(())
+        })
+    }
+
+    /// Changes an existing record; fails if there is none.
+    pub fn modify<T>(
+        &self,
+        id: MessageId,
+        change: impl FnOnce(&mut SentRecord) -> T,
+    ) -> Result<T, Error> {
+        self.update(|file| {
+            let record = file
+                .messages
+                .get_mut(&id)
+                .ok_or_else(|| Error::Input(format!("message {id} is not in the journal")))?;
+            Ok(change(record))
+        })
+    }
+
+    /// Every record.
+    pub fn list(&self) -> Result<Vec<(MessageId, SentRecord)>, Error> {
+        Ok(self.load()?.messages.into_iter().collect())
+    }
+
+    fn load(&self) -> Result<JournalFile, Error> {
+        let path = self.state.journal_file();
+        let file: JournalFile = read_json(&path)?.unwrap_or_default();
+        if file.version != 1 {
+            return Err(Error::StateFile {
+                path,
+                reason: format!("unsupported version {}", file.version),
+            });
+        }
+        Ok(file)
+    }
+
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut JournalFile) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let _lock = self.state.lock("messages")?;
+        let mut file = self.load()?;
+        let result = change(&mut file)?;
+        let horizon = unix_now() - KEEP_AFTER_EXPIRY;
+        file.messages
+            .retain(|_, record| record.expires_at > horizon);
+        write_json(&self.state.journal_file(), &file)?;
+        Ok(result)
+    }
+}

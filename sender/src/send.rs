@@ -1,0 +1,273 @@
+//! Sending a message: look the patient up, check the pin, seal, record, submit.
+//!
+//! # Invariants
+//! - The envelope is sealed here, on the organisation's host; the relay receives only the
+//!   envelope and the phone number.
+//! - The organisation wrap uses the public key from the local key file, never the one the relay
+//!   reports, so a relay cannot slip its own key in as the organisation's.
+//! - A recipient key that differs from the pinned one is never encrypted to
+//!   ([`Error::KeyChangeHeld`]); the message falls back to nothing, not to first contact, so
+//!   the operator notices.
+//! - Each envelope is sealed once and submitted with an idempotency key derived from its
+//!   message id, so every retry of the same send (lost answer, 5xx, 429) names the same message
+//!   and the relay stores it at most once.
+
+use std::fmt;
+
+use rand_core::OsRng;
+use serde::Serialize;
+use shared::envelope::{Content, ContentType, Direction, Envelope, Header};
+use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::keys::{Fingerprint, PublicKey};
+
+use crate::Error;
+use crate::client::Client;
+use crate::journal::{Journal, RecordState, SentRecord};
+use crate::pins::{PinCheck, PinStore};
+use crate::state::{StateDir, unix_now};
+
+/// Default message lifetime: 7 days.
+pub const DEFAULT_LIFETIME_SECONDS: u64 = 7 * 86_400;
+
+/// A phone number in E.164 form (`+` and 8 to 15 digits, not starting with 0). It is PHI in
+/// context, so `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Checks the E.164 form; spaces, dashes, dots and parentheses are removed first.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let compact: String = text
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect();
+        let digits = compact.strip_prefix('+').unwrap_or("");
+        let valid = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if !valid {
+            return Err(Error::Input(
+                "the phone number must be in E.164 form, e.g. +15551234567".into(),
+            ));
+        }
+        Ok(Self(compact))
+    }
+
+    /// The E.164 text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PhoneNumber([redacted])")
+    }
+}
+
+/// Parses a lifetime such as `7d`, `12h`, `30m`, `90s` or `2w` (a bare number is seconds).
+pub fn parse_lifetime(text: &str) -> Result<u64, Error> {
+    let text = text.trim();
+    let invalid = || Error::Input(format!("lifetime {text:?}: use e.g. 7d, 12h, 30m or 3600s"));
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(invalid()),
+    };
+    let seconds = number.checked_mul(scale).ok_or_else(invalid)?;
+    if !(60..=366 * 86_400).contains(&seconds) {
+        return Err(Error::Input(
+            "the lifetime must be between 1 minute and 366 days (the relay may allow less)".into(),
+        ));
+    }
+    Ok(seconds)
+}
+
+/// What to send. The content is wiped from memory when this is dropped.
+#[derive(Debug)]
+pub struct OutgoingMessage {
+    /// The patient's phone number.
+    pub to: PhoneNumber,
+    /// Subject and body.
+    pub content: Content,
+    /// Seconds until the message expires.
+    pub lifetime_seconds: u64,
+}
+
+/// Who is sending: the organisation's id and its public key from the local key file. Sending
+/// needs no passphrase: only the agent opens anything.
+#[derive(Debug, Clone)]
+pub struct OrganisationIdentity {
+    /// The organisation.
+    pub organisation_id: OrganisationId,
+    /// Its public key (from the key file, not from the relay).
+    pub public_key: PublicKey,
+}
+
+/// How the recipient's key was treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RecipientTrust {
+    /// Not enrolled: sealed to the organisation only; the agent re-wraps after enrollment.
+    FirstContact,
+    /// Enrolled, and this key was pinned now (first use).
+    PinnedNow {
+        /// The key's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// Enrolled with the pinned key.
+    Pinned {
+        /// The key's fingerprint.
+        fingerprint: Fingerprint,
+    },
+}
+
+/// The outcome of [`Client::send`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SendReceipt {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The patient's id on the relay.
+    pub recipient_id: RecipientId,
+    /// The relay's status (`queued`).
+    pub status: String,
+    /// When the message expires (Unix seconds).
+    pub expires_at: i64,
+    /// How the recipient's key was treated.
+    pub recipient: RecipientTrust,
+}
+
+/// The idempotency key of an envelope: a function of its message id, so every retry of one
+/// sealed message carries the same key, and different messages never share one.
+pub fn idempotency_key(message_id: MessageId) -> String {
+    format!("securetext-msg-{message_id}")
+}
+
+impl Client {
+    /// Sends `message` as `organisation`, using the pin store and journal in `state`:
+    /// looks the patient up; seals to the patient and the organisation if enrolled (with the
+    /// pinned key), else to the organisation only (first contact); records the message; submits
+    /// it with retries under one idempotency key.
+    pub async fn send(
+        &self,
+        organisation: &OrganisationIdentity,
+        state: &StateDir,
+        message: &OutgoingMessage,
+    ) -> Result<SendReceipt, Error> {
+        let now = unix_now();
+        let lifetime = i64::try_from(message.lifetime_seconds)
+            .map_err(|_| Error::Input("lifetime too large".into()))?;
+        let recipient = self.lookup_recipient(message.to.as_str()).await?;
+        let trust = match &recipient {
+            None => RecipientTrust::FirstContact,
+            Some(found) => {
+                match PinStore::new(state).check(found.recipient_id, found.fingerprint)? {
+                    PinCheck::FirstUse => RecipientTrust::PinnedNow {
+                        fingerprint: found.fingerprint,
+                    },
+                    PinCheck::Matches => RecipientTrust::Pinned {
+                        fingerprint: found.fingerprint,
+                    },
+                    PinCheck::Changed { pinned, offered } => {
+                        return Err(Error::KeyChangeHeld {
+                            recipient_id: found.recipient_id,
+                            pinned,
+                            offered,
+                        });
+                    }
+                }
+            }
+        };
+        let header = Header {
+            version: shared::FORMAT_VERSION,
+            message_id: MessageId::random(&mut OsRng),
+            organisation_id: organisation.organisation_id,
+            recipient_id: recipient.as_ref().map(|r| r.recipient_id),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime),
+            content_type: ContentType::Text,
+            direction: Direction::ToRecipient,
+        };
+        let envelope = Envelope::seal(
+            header,
+            &message.content,
+            &organisation.public_key,
+            recipient.as_ref().map(|r| &r.public_key),
+            &mut OsRng,
+        )?;
+        let journal = Journal::new(state);
+        let id = header.message_id;
+        journal.put(id, SentRecord::for_envelope(&envelope))?;
+        let receipt = self
+            .submit(message.to.as_str(), &envelope, &idempotency_key(id))
+            .await?;
+        journal.modify(id, |record| {
+            record.state = RecordState::Accepted;
+            record.recipient_id = Some(receipt.recipient_id);
+        })?;
+        Ok(SendReceipt {
+            message_id: receipt.message_id,
+            recipient_id: receipt.recipient_id,
+            status: receipt.status,
+            expires_at: receipt.expires_at,
+            recipient: trust,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_e164() {
+        assert_eq!(
+            PhoneNumber::parse("+1 (555) 123-4567").unwrap().as_str(),
+            "+15551234567"
+        );
+        for bad in [
+            "5551234567",
+            "+0123456789",
+            "+1555",
+            "+1555123456789012",
+            "+1555abc4567",
+        ] {
+            assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            format!("{:?}", PhoneNumber::parse("+15551234567").unwrap()),
+            "PhoneNumber([redacted])"
+        );
+    }
+
+    #[test]
+    fn lifetimes_parse() {
+        assert_eq!(parse_lifetime("7d").unwrap(), 604_800);
+        assert_eq!(parse_lifetime("12h").unwrap(), 43_200);
+        assert_eq!(parse_lifetime("30m").unwrap(), 1_800);
+        assert_eq!(parse_lifetime("3600").unwrap(), 3_600);
+        assert_eq!(parse_lifetime("2w").unwrap(), 1_209_600);
+        for bad in ["", "d", "7x", "-1d", "10s", "400d", "99999999999999999999d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idempotency_key_is_stable_per_message() {
+        let id = MessageId::from_bytes([1; 16]);
+        assert_eq!(idempotency_key(id), idempotency_key(id));
+        assert_ne!(
+            idempotency_key(id),
+            idempotency_key(MessageId::from_bytes([2; 16]))
+        );
+        assert!(idempotency_key(id).len() <= 200);
+    }
+}

@@ -1,0 +1,519 @@
+//! The built viewer (`dist/`, release build) in headless Chromium at 390×844, against the real
+//! relay on a loopback port, in English and in Spanish: first contact, enrollment, re-wrap,
+//! reading, re-open within the session, lock, unlock, wrong password, lockout, remote wipe,
+//! revoked, expired, unknown link, network error and unsupported browser. After each lock the
+//! browser's storage is dumped and searched for plaintext and key material; the console must
+//! show no Content-Security-Policy violation. Screenshots of every screen go to
+//! `docs/screenshots/<lang>/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use e2e::{Browser, dist_dir, workspace_root};
+use rand_core::OsRng;
+use relay::sms::console::ConsoleProvider;
+use relay::state::{AppState, Clock, Settings};
+use relay::store::Store;
+use serde_json::{Value, json};
+use shared::at_rest::DataKey;
+use shared::envelope::{Content, ContentType, Direction, Envelope, Header};
+use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::keys::PrivateKey;
+
+const PASSWORD: &str = "Maple syrup 2026!";
+
+struct Relay {
+    base: String,
+    state: AppState,
+    clock: Arc<AtomicI64>,
+    outbox: PathBuf,
+    api_key: String,
+    organisation: OrganisationId,
+    org_key: PrivateKey,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn organisation_key() -> PrivateKey {
+    let file: Value =
+        serde_json::from_str(include_str!("../../shared/tests/vectors/v1.json")).unwrap();
+    let entry = file["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "organisation")
+        .unwrap();
+    PrivateKey::from_pkcs8_der(&hex::decode(entry["private_key_pkcs8"].as_str().unwrap()).unwrap())
+        .unwrap()
+}
+
+/// `relay serve`'s defaults, except generous address and send limits (many attempts from one
+/// test address are expected).
+fn limits() -> relay::config::Limits {
+    relay::config::Limits {
+        session_max_seconds: 3600,
+        session_idle_seconds: 300,
+        message_max_lifetime_seconds: 30 * 24 * 3600,
+        unlock_attempts: 5,
+        lockout_seconds: 60,
+        address_unlock_attempts: 1000,
+        send_rate_per_minute: 1000,
+        max_body_bytes: 256 * 1024,
+        outbox_poll_ms: 1000,
+        sms_max_attempts: 8,
+        purge_interval_seconds: 60,
+    }
+}
+
+/// Submits a wrong password and waits for the error that names `attempts_left` (or the lockout).
+async fn wrong_password(browser: &Browser, expected: &str) -> String {
+    browser.fill("#password", "not my password").await;
+    browser.click("button[type=submit]").await;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(error) = browser
+            .client
+            .find(fantoccini::Locator::Css(".error"))
+            .await
+            && let Ok(text) = error.text().await
+            && text.contains(expected)
+        {
+            return text;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "no error containing {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("relay.sqlite").display());
+        let store = Store::open(&url).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let clock = Arc::new(AtomicI64::new(i64::try_from(now).unwrap()));
+        let outbox = dir.path().join("sms.jsonl");
+        let state = AppState::new(
+            store,
+            DataKey::random(&mut OsRng),
+            Settings {
+                public_url: base.clone(),
+                tls: false,
+                viewer_dir: dist_dir(),
+                limits: limits(),
+                trust_forwarded_for: false,
+                twilio_auth_token: None,
+            },
+            Arc::new(ConsoleProvider::new(outbox.clone())),
+            Clock::Manual(clock.clone()),
+        );
+        tokio::spawn(relay::serve_http(
+            listener,
+            state.clone(),
+            std::future::pending(),
+        ));
+        let organisation = relay::admin::create_org(state.store(), "Riverside Clinic")
+            .await
+            .unwrap();
+        let api_key = relay::admin::create_api_key(state.store(), &organisation.to_string(), "e2e")
+            .await
+            .unwrap()
+            .secret
+            .to_string();
+        let org_key = organisation_key();
+        let relay = Self {
+            base,
+            state,
+            clock,
+            outbox,
+            api_key,
+            organisation,
+            org_key,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        let (status, _) = relay
+            .api(
+                reqwest::Method::PUT,
+                "/v1/organisation/key",
+                Some(json!({ "public_key": relay.org_key.public_key() })),
+            )
+            .await;
+        assert_eq!(status, 200);
+        relay
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends a message as the sender tooling does and returns its id and SMS link.
+    async fn send(
+        &self,
+        phone: &str,
+        subject: &str,
+        body: &str,
+        lifetime: i64,
+    ) -> (MessageId, String) {
+        let (status, found) = self
+            .api(
+                reqwest::Method::POST,
+                "/v1/recipients/lookup",
+                Some(json!({ "phone": phone })),
+            )
+            .await;
+        let recipient = (status == 200).then(|| {
+            let key: shared::keys::PublicKey =
+                serde_json::from_value(found["public_key"].clone()).unwrap();
+            (
+                RecipientId::parse(found["recipient_id"].as_str().unwrap()).unwrap(),
+                key,
+            )
+        });
+        let header = Header {
+            version: shared::FORMAT_VERSION,
+            message_id: MessageId::random(&mut OsRng),
+            organisation_id: self.organisation,
+            recipient_id: recipient.as_ref().map(|(id, _)| *id),
+            created_at: self.now(),
+            expires_at: self.now() + lifetime,
+            content_type: ContentType::Text,
+            direction: Direction::ToRecipient,
+        };
+        let content = Content {
+            subject: subject.into(),
+            body: body.into(),
+        };
+        let envelope = Envelope::seal(
+            header,
+            &content,
+            self.org_key.public_key(),
+            recipient.as_ref().map(|(_, k)| k),
+            &mut OsRng,
+        )
+        .unwrap();
+        let (status, answer) = self
+            .api(
+                reqwest::Method::POST,
+                "/v1/messages",
+                Some(json!({ "to": phone, "envelope": envelope })),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        while relay::jobs::send_one(&self.state).await.unwrap() {}
+        let sms: Vec<Value> = std::fs::read_to_string(&self.outbox)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let last = sms.iter().rev().find(|s| s["to"] == phone).unwrap();
+        let link = last["body"]
+            .as_str()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        (header.message_id, link)
+    }
+
+    /// The sender's agent: re-wrap every pending message.
+    async fn rewrap_pending(&self) -> usize {
+        let (_, pending) = self.api(reqwest::Method::GET, "/v1/rewraps", None).await;
+        let pending = pending["pending"].as_array().unwrap().clone();
+        for item in &pending {
+            let envelope: Envelope = serde_json::from_value(item["envelope"].clone()).unwrap();
+            let key: shared::keys::PublicKey =
+                serde_json::from_value(item["recipient_public_key"].clone()).unwrap();
+            let wrap = envelope.rewrap(&self.org_key, &key, &mut OsRng).unwrap();
+            let path = format!("/v1/messages/{}/recipient-wrap", envelope.header.message_id);
+            let (status, _) = self
+                .api(reqwest::Method::PUT, &path, Some(json!({ "wrap": wrap })))
+                .await;
+            assert_eq!(status, 200);
+        }
+        pending.len()
+    }
+}
+
+fn assert_nothing_readable(dump: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !dump.contains(secret),
+            "browser storage holds {secret:?}: {dump}"
+        );
+    }
+}
+
+fn texts(lang: &str) -> (&'static str, &'static str, &'static str, &'static str) {
+    match lang {
+        "es" => (
+            "Cree su contraseña",
+            "Su mensaje se está preparando",
+            "Escriba su contraseña",
+            "Mensajes bloqueados",
+        ),
+        _ => (
+            "Create your password",
+            "Your message is being prepared",
+            "Enter your password",
+            "Messages locked",
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_journey_in_english() {
+    journey("en", "+15550100001").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_journey_in_spanish() {
+    journey("es", "+15550100002").await;
+}
+
+async fn journey(lang: &str, phone: &str) {
+    let relay = Relay::start().await;
+    let browser = Browser::start(lang).await;
+    let shots = workspace_root().join("docs/screenshots").join(lang);
+    let shot = |name: &str| shots.join(format!("{name}.png"));
+    let (choose, preparing, unlock, locked) = texts(lang);
+    let first_body =
+        format!("[{lang}] Your lab results are ready: all values are within the normal range.");
+    let second_body = format!("[{lang}] Reminder: your appointment is on Tuesday at 10:30.");
+
+    // First contact: the patient chooses a password; the page waits for the re-wrap.
+    let (_, link) = relay.send(phone, "Lab results", &first_body, 86_400).await;
+    browser.client.goto(&link).await.unwrap();
+    browser.wait("#new-password").await;
+    browser.wait_text(choose).await;
+    assert_eq!(
+        browser.client.current_url().await.unwrap().path(),
+        "/m/",
+        "the link token is removed from the address bar"
+    );
+    browser.screenshot(&shot("01-choose-password")).await;
+    browser.fill("#new-password", PASSWORD).await;
+    browser.fill("#confirm-password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(preparing).await;
+    browser.screenshot(&shot("02-preparing")).await;
+
+    // The sender's agent re-wraps; the open page shows the message.
+    assert_eq!(relay.rewrap_pending().await, 1);
+    let text = browser.wait_text(&first_body).await;
+    assert!(text.contains("Riverside Clinic"));
+    browser.screenshot(&shot("03-message")).await;
+
+    // A second message inside the live session opens without the password.
+    let (_, second_link) = relay.send(phone, "Appointment", &second_body, 86_400).await;
+    browser.client.goto(&second_link).await.unwrap();
+    let text = browser.wait_text(&second_body).await;
+    assert!(text.contains("Lab results"), "the other message is listed");
+    browser.screenshot(&shot("04-message-list")).await;
+
+    // Lock: nothing readable is left in the browser.
+    browser.click(".lock").await;
+    browser.wait_text(locked).await;
+    browser.screenshot(&shot("05-locked")).await;
+    let dump = browser.storage_dump().await;
+    assert_nothing_readable(
+        &dump,
+        &[
+            &first_body,
+            &second_body,
+            PASSWORD,
+            "securetext.session",
+            "securetext_session=",
+        ],
+    );
+
+    // Unlock with the password; a wrong one first.
+    browser.client.goto(&second_link).await.unwrap();
+    browser.wait("#password").await;
+    browser.wait_text(unlock).await;
+    browser.screenshot(&shot("06-unlock")).await;
+    let text = wrong_password(&browser, "4").await;
+    assert!(
+        text.contains(if lang == "es" {
+            "Contraseña incorrecta"
+        } else {
+            "Wrong password"
+        }),
+        "{text}"
+    );
+    browser.screenshot(&shot("07-wrong-password")).await;
+    assert_eq!(
+        browser
+            .wait("#password")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(""),
+        "the field is cleared"
+    );
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(&second_body).await;
+
+    // Lockout after repeated wrong passwords; the right one works once it has passed.
+    browser.click(".lock").await;
+    browser.wait_text(locked).await;
+    browser.client.goto(&second_link).await.unwrap();
+    browser.wait("#password").await;
+    for left in ["4", "3", "2", "1"] {
+        wrong_password(&browser, left).await;
+    }
+    wrong_password(
+        &browser,
+        if lang == "es" {
+            "Demasiados intentos"
+        } else {
+            "Too many attempts"
+        },
+    )
+    .await;
+    browser.screenshot(&shot("08-locked-out")).await;
+    relay.clock.fetch_add(61, Ordering::SeqCst);
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(&second_body).await;
+
+    // Remote wipe: the operator ends the patient's sessions; the open page locks itself.
+    let data_key_phone = phone.to_owned();
+    let ended = revoke_sessions(&relay, &data_key_phone).await;
+    assert_eq!(ended, 1);
+    browser
+        .wait_text(if lang == "es" {
+            "Su sesión fue cerrada"
+        } else {
+            "Your session was ended"
+        })
+        .await;
+    browser.screenshot(&shot("09-session-ended")).await;
+    let dump = browser.storage_dump().await;
+    assert_nothing_readable(
+        &dump,
+        &[&first_body, &second_body, PASSWORD, "securetext.session"],
+    );
+
+    // Revoked, expired and unknown links each get their own page.
+    let (revoked_id, revoked_link) = relay
+        .send(phone, "Withdrawn", "[revoked] text", 86_400)
+        .await;
+    let (status, _) = relay
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{revoked_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    browser.client.goto(&revoked_link).await.unwrap();
+    browser
+        .wait_text(if lang == "es" {
+            "Mensaje retirado"
+        } else {
+            "Message withdrawn"
+        })
+        .await;
+    browser.screenshot(&shot("10-revoked")).await;
+    let (_, expiring_link) = relay.send(phone, "Short", "[expired] text", 600).await;
+    relay.clock.fetch_add(601, Ordering::SeqCst);
+    browser.client.goto(&expiring_link).await.unwrap();
+    browser
+        .wait_text(if lang == "es" {
+            "Mensaje vencido"
+        } else {
+            "Message expired"
+        })
+        .await;
+    browser.screenshot(&shot("11-expired")).await;
+    browser
+        .client
+        .goto(&format!("{}/m/not-a-real-link", relay.base))
+        .await
+        .unwrap();
+    browser
+        .wait_text(if lang == "es" {
+            "Enlace no reconocido"
+        } else {
+            "Link not recognised"
+        })
+        .await;
+    browser.screenshot(&shot("12-unknown-link")).await;
+
+    // Network failure while unlocking.
+    browser.client.goto(&second_link).await.unwrap();
+    browser.wait("#password").await;
+    browser.devtools("Network.enable", json!({})).await;
+    browser
+        .devtools("Network.emulateNetworkConditions", json!({ "offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }))
+        .await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_text(if lang == "es" {
+            "Sin conexión"
+        } else {
+            "No connection"
+        })
+        .await;
+    browser.screenshot(&shot("13-network-error")).await;
+    browser
+        .devtools("Network.emulateNetworkConditions", json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }))
+        .await;
+
+    // No Content-Security-Policy violation at any point.
+    let console = browser.console().await;
+    let violations: Vec<&String> = console
+        .iter()
+        .filter(|m| m.contains("Content Security Policy") || m.contains("Refused to"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:#?}");
+
+    // A browser without WebAssembly gets the unsupported page.
+    browser
+        .devtools("Page.addScriptToEvaluateOnNewDocument", json!({ "source": "Object.defineProperty(window, 'WebAssembly', { value: undefined });" }))
+        .await;
+    browser.client.goto(&second_link).await.unwrap();
+    browser
+        .wait_text(if lang == "es" {
+            "Navegador no compatible"
+        } else {
+            "Browser not supported"
+        })
+        .await;
+    browser.screenshot(&shot("14-unsupported-browser")).await;
+    browser.finish().await;
+}
+
+async fn revoke_sessions(relay: &Relay, phone: &str) -> u64 {
+    relay::admin::revoke_sessions(relay.state.store(), relay.state.data_key(), phone)
+        .await
+        .unwrap()
+}
