@@ -283,7 +283,7 @@ impl Drop for Browser {
         #[cfg(unix)]
         {
             let _ = Command::new("kill")
-                .arg("-TERM")
+                .arg("-KILL")
                 .arg(format!("-{}", self.driver.id()))
                 .status();
         }

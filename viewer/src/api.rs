@@ -82,7 +82,10 @@ async fn post<B: Serialize>(path: &str, body: &B) -> Result<Response, ApiError> 
 }
 
 async fn get(path: &str) -> Result<Response, ApiError> {
-    Request::get(path).send().await.map_err(|_| ApiError::Network)
+    Request::get(path)
+        .send()
+        .await
+        .map_err(|_| ApiError::Network)
 }
 
 /// Whether the patient has a password yet.
@@ -165,8 +168,14 @@ pub struct SessionInfo {
 
 /// Proves the password; the relay sets the session cookie.
 pub async fn unlock(link: &str, proof: &str) -> Result<SessionInfo, ApiError> {
-    decode(post("/v1/viewer/unlock", &serde_json::json!({ "link": link, "proof": proof })).await?)
-        .await
+    decode(
+        post(
+            "/v1/viewer/unlock",
+            &serde_json::json!({ "link": link, "proof": proof }),
+        )
+        .await?,
+    )
+    .await
 }
 
 /// The live session behind the cookie (for re-opening without the password).
@@ -212,10 +221,34 @@ pub async fn messages() -> Result<Vec<MessageItem>, ApiError> {
 
 /// Sends the read receipt for a message shown to the patient.
 pub async fn read_receipt(id: MessageId) -> Result<(), ApiError> {
-    empty(post(&format!("/v1/viewer/messages/{id}/read"), &serde_json::json!({})).await?).await
+    empty(
+        post(
+            &format!("/v1/viewer/messages/{id}/read"),
+            &serde_json::json!({}),
+        )
+        .await?,
+    )
+    .await
 }
 
 /// Ends the session; the relay destroys its half of the session key.
 pub async fn logout() -> Result<(), ApiError> {
     empty(post("/v1/viewer/logout", &serde_json::json!({})).await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_responses_parse() {
+        let enrolled = r#"{"message_id":"2b3a1f5e-8c4d-4e6f-9a7b-1c2d3e4f5a6b","recipient_id":"3c4b2a6f-9d5e-4f70-8b8c-2d3e4f5a6b7c","organisation_name":"Clinic","created_at":1,"expires_at":2,"idle_timeout_seconds":300,"state":"enrolled","kdf_params":{"algorithm":"argon2id-v19","memory_kib":65536,"iterations":3,"parallelism":1},"salt":"AAAAAAAAAAAAAAAAAAAAAA"}"#;
+        let info: OpenInfo = serde_json::from_str(enrolled).unwrap();
+        assert!(matches!(info.patient, PatientState::Enrolled { .. }));
+        let new = enrolled
+            .replace(r#""state":"enrolled""#, r#""state":"new""#)
+            .replace(r#","salt":"AAAAAAAAAAAAAAAAAAAAAA""#, "");
+        let info: OpenInfo = serde_json::from_str(&new).unwrap();
+        assert!(matches!(info.patient, PatientState::New { .. }));
+    }
 }

@@ -149,7 +149,9 @@ pub fn App() -> impl IntoView {
     // Show the decrypted messages (or the waiting page). Results that arrive after a lock
     // are dropped.
     let refresh = move || {
-        let Some(current) = unlocked.get_value() else { return };
+        let Some(current) = unlocked.get_value() else {
+            return;
+        };
         spawn_local(async move {
             let loaded = flow::load_messages(&current).await;
             drop(current);
@@ -200,6 +202,19 @@ pub fn App() -> impl IntoView {
         }
         let from_url = take_link_from_url();
         if let Some(resumed) = flow::resume().await {
+            // Within a live session a new link opens its own message at once (and records
+            // the open); a revoked or expired one still gets its page.
+            if let Some(token) = &from_url {
+                match api::open(token).await {
+                    Ok(info) => selected.set(Some(info.message_id)),
+                    Err(error) => {
+                        if let Some(page) = ending(&error) {
+                            screen.set(page);
+                            return;
+                        }
+                    }
+                }
+            }
             link.set_value(from_url);
             opened(resumed);
             return;
@@ -347,9 +362,13 @@ fn choose_view(
             screen.set(Screen::Choose(info.clone(), problem));
             return;
         }
-        let Ok(password) = Password::new(&typed) else { return };
+        let Ok(password) = Password::new(&typed) else {
+            return;
+        };
         let info = info.clone();
-        let Some(token) = link.get_value() else { return };
+        let Some(token) = link.get_value() else {
+            return;
+        };
         screen.set(Screen::Working(Key::StepDeriving));
         spawn_local(async move {
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
@@ -404,21 +423,35 @@ fn unlock_view(
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         let typed = zeroize::Zeroizing::new(take_password(field));
-        let Ok(password) = Password::new(&typed) else { return };
+        let Ok(password) = Password::new(&typed) else {
+            return;
+        };
         let info = info.clone();
-        let Some(token) = link.get_value() else { return };
+        let Some(token) = link.get_value() else {
+            return;
+        };
         screen.set(Screen::Working(Key::StepDeriving));
         spawn_local(async move {
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
             match flow::unlock(&token, &info, password, progress).await {
                 Ok(result) => opened(result),
-                Err(FlowError::Api(ApiError::Relay { code, attempts_left, retry_after, .. })) => {
+                Err(FlowError::Api(ApiError::Relay {
+                    code,
+                    attempts_left,
+                    retry_after,
+                    ..
+                })) => {
                     let notice = match code.as_str() {
                         "wrong_password" => Notice::Wrong(attempts_left.unwrap_or(0)),
                         "locked_out" => Notice::LockedOut(retry_after.unwrap_or(60).div_ceil(60)),
                         _ => Notice::Failed,
                     };
-                    let ended = ending(&ApiError::Relay { status: 0, code, attempts_left, retry_after });
+                    let ended = ending(&ApiError::Relay {
+                        status: 0,
+                        code,
+                        attempts_left,
+                        retry_after,
+                    });
                     screen.set(ended.unwrap_or(Screen::Unlock(info, Some(notice))));
                 }
                 Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
@@ -428,8 +461,16 @@ fn unlock_view(
     };
     let notice_view = notice.map(|notice| {
         let message = match notice {
-            Notice::Wrong(left) => format!("{} {left} {}", text(lang, Key::WrongPassword), text(lang, Key::AttemptsLeft)),
-            Notice::LockedOut(minutes) => format!("{} {minutes} {}", text(lang, Key::LockedOut), text(lang, Key::Minutes)),
+            Notice::Wrong(left) => format!(
+                "{} {left} {}",
+                text(lang, Key::WrongPassword),
+                text(lang, Key::AttemptsLeft)
+            ),
+            Notice::LockedOut(minutes) => format!(
+                "{} {minutes} {}",
+                text(lang, Key::LockedOut),
+                text(lang, Key::Minutes)
+            ),
             Notice::Failed => text(lang, Key::SomethingWrong).to_owned(),
         };
         view! { <p class="error" role="alert">{message}</p> }

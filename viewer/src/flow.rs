@@ -97,7 +97,8 @@ fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<Passwo
 /// Seals the private key for this session and stores the blob; failure to store only costs the
 /// fast re-open, so it is not an error.
 fn keep_for_session(key: &PrivateKey, session: &SessionInfo) -> Result<(), FlowError> {
-    let relay_half = RelayHalf::from_base64url(&session.relay_half).map_err(|_| FlowError::Crypto)?;
+    let relay_half =
+        RelayHalf::from_base64url(&session.relay_half).map_err(|_| FlowError::Crypto)?;
     let device_half = DeviceHalf::random(&mut OsRng);
     let blob = SessionBlob::seal(
         key,

@@ -156,7 +156,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
     let (en, es) = match key {
         AppName => ("Secure message", "Mensaje seguro"),
         SwitchLanguage => ("Español", "English"),
-        Opening => ("Opening your secure message…", "Abriendo su mensaje seguro…"),
+        Opening => (
+            "Opening your secure message…",
+            "Abriendo su mensaje seguro…",
+        ),
         WelcomeTitle => ("Create your password", "Cree su contraseña"),
         WelcomeIntro => (
             "Your messages are locked with a password that only you know. Choose one you will remember.",
@@ -166,19 +169,40 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Important: if you forget this password, nobody can recover it — not the clinic, not us. The sender can only reset your access, and you will choose a new one.",
             "Importante: si olvida esta contraseña, nadie puede recuperarla, ni la clínica ni nosotros. El remitente solo puede restablecer su acceso y usted elegirá una nueva.",
         ),
-        NewPassword => ("New password (at least 10 characters)", "Contraseña nueva (mínimo 10 caracteres)"),
+        NewPassword => (
+            "New password (at least 10 characters)",
+            "Contraseña nueva (mínimo 10 caracteres)",
+        ),
         ConfirmPassword => ("Type the password again", "Escriba la contraseña otra vez"),
         StrengthTooShort => ("Too short", "Demasiado corta"),
-        StrengthWeak => ("Weak: add more words or characters", "Débil: agregue más palabras o caracteres"),
+        StrengthWeak => (
+            "Weak: add more words or characters",
+            "Débil: agregue más palabras o caracteres",
+        ),
         StrengthFair => ("Fair", "Aceptable"),
         StrengthStrong => ("Strong", "Fuerte"),
-        PasswordsDiffer => ("The two passwords are not the same.", "Las dos contraseñas no son iguales."),
+        PasswordsDiffer => (
+            "The two passwords are not the same.",
+            "Las dos contraseñas no son iguales.",
+        ),
         CreatePassword => ("Create password and open", "Crear contraseña y abrir"),
-        StepDeriving => ("Protecting your password… (step 1 of 3)", "Protegiendo su contraseña… (paso 1 de 3)"),
-        StepGenerating => ("Creating your private keys… (step 2 of 3)", "Creando sus claves privadas… (paso 2 de 3)"),
-        StepEnrolling => ("Saving your locked keys… (step 3 of 3)", "Guardando sus claves cifradas… (paso 3 de 3)"),
+        StepDeriving => (
+            "Protecting your password… (step 1 of 3)",
+            "Protegiendo su contraseña… (paso 1 de 3)",
+        ),
+        StepGenerating => (
+            "Creating your private keys… (step 2 of 3)",
+            "Creando sus claves privadas… (paso 2 de 3)",
+        ),
+        StepEnrolling => (
+            "Saving your locked keys… (step 3 of 3)",
+            "Guardando sus claves cifradas… (paso 3 de 3)",
+        ),
         StepUnlocking => ("Checking your password…", "Comprobando su contraseña…"),
-        StepDecrypting => ("Decrypting on this device…", "Descifrando en este dispositivo…"),
+        StepDecrypting => (
+            "Decrypting on this device…",
+            "Descifrando en este dispositivo…",
+        ),
         UnlockTitle => ("Enter your password", "Escriba su contraseña"),
         UnlockIntro => (
             "Enter the password you created to read your secure message.",
@@ -187,10 +211,19 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
         Password => ("Password", "Contraseña"),
         Unlock => ("Unlock", "Desbloquear"),
         WrongPassword => ("Wrong password.", "Contraseña incorrecta."),
-        AttemptsLeft => ("attempts left before a pause", "intentos antes de una pausa"),
-        LockedOut => ("Too many attempts. Try again in", "Demasiados intentos. Intente de nuevo en"),
+        AttemptsLeft => (
+            "attempts left before a pause",
+            "intentos antes de una pausa",
+        ),
+        LockedOut => (
+            "Too many attempts. Try again in",
+            "Demasiados intentos. Intente de nuevo en",
+        ),
         Minutes => ("minute(s)", "minuto(s)"),
-        PreparingTitle => ("Your message is being prepared", "Su mensaje se está preparando"),
+        PreparingTitle => (
+            "Your message is being prepared",
+            "Su mensaje se está preparando",
+        ),
         PreparingIntro => (
             "The sender's system is locking this message to your new key. This usually takes a few seconds; this page will show it as soon as it is ready.",
             "El sistema del remitente está cifrando este mensaje con su nueva clave. Suele tardar unos segundos; esta página lo mostrará en cuanto esté listo.",
@@ -206,7 +239,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Nothing readable is left on this device. To read again, open the link from your text message.",
             "No queda nada legible en este dispositivo. Para leer de nuevo, abra el enlace de su mensaje de texto.",
         ),
-        IdleLocked => ("Locked because the page was idle.", "Bloqueado por inactividad."),
+        IdleLocked => (
+            "Locked because the page was idle.",
+            "Bloqueado por inactividad.",
+        ),
         SessionEnded => ("Your session was ended.", "Su sesión fue cerrada."),
         RevokedTitle => ("Message withdrawn", "Mensaje retirado"),
         RevokedIntro => (
@@ -234,7 +270,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "This browser cannot decrypt messages safely. Please open the link in an up-to-date browser such as Chrome, Safari, Firefox or Edge.",
             "Este navegador no puede descifrar mensajes de forma segura. Abra el enlace en un navegador actualizado como Chrome, Safari, Firefox o Edge.",
         ),
-        SomethingWrong => ("Something went wrong. Please try again.", "Algo salió mal. Intente de nuevo."),
+        SomethingWrong => (
+            "Something went wrong. Please try again.",
+            "Algo salió mal. Intente de nuevo.",
+        ),
         Open => ("Open", "Abrir"),
         Back => ("Back", "Volver"),
     };
@@ -317,7 +356,15 @@ mod tests {
     #[test]
     fn every_text_is_translated() {
         use Key::*;
-        for key in [AppName, WelcomeTitle, ForgottenWarning, UnlockTitle, PreparingIntro, LockedIntro, UnsupportedIntro] {
+        for key in [
+            AppName,
+            WelcomeTitle,
+            ForgottenWarning,
+            UnlockTitle,
+            PreparingIntro,
+            LockedIntro,
+            UnsupportedIntro,
+        ] {
             assert_ne!(text(Lang::En, key), text(Lang::Es, key), "{key:?}");
         }
     }

@@ -34,7 +34,12 @@ fn hex_decode(text: &str) -> Vec<u8> {
 }
 
 fn key(file: &Value, name: &str) -> PrivateKey {
-    let entry = file["keys"].as_array().unwrap().iter().find(|k| k["name"] == name).unwrap();
+    let entry = file["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap();
     PrivateKey::from_pkcs8_der(&h(&entry["private_key_pkcs8"])).unwrap()
 }
 
@@ -48,10 +53,18 @@ fn kdf_vectors_match_in_the_browser() {
         let params: KdfParams = serde_json::from_value(v["params"].clone()).unwrap();
         let salt = Salt::from_bytes(h(&v["salt"]).try_into().unwrap());
         let started = now_ms();
-        let keys = derive_password_keys(&Password::new(v["password"].as_str().unwrap()).unwrap(), &salt, &params).unwrap();
+        let keys = derive_password_keys(
+            &Password::new(v["password"].as_str().unwrap()).unwrap(),
+            &salt,
+            &params,
+        )
+        .unwrap();
         console_log!(
             "Argon2id m={} KiB t={} p={}: {:.0} ms in this browser",
-            params.memory_kib, params.iterations, params.parallelism, now_ms() - started
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            now_ms() - started
         );
         assert_eq!(keys.auth.verifier().as_bytes().to_vec(), h(&v["verifier"]));
     }
@@ -61,7 +74,12 @@ fn kdf_vectors_match_in_the_browser() {
 fn envelopes_bundles_and_blobs_open_in_the_browser() {
     let file = vectors();
     let bundle_vector = &file["key_bundle"][0];
-    let kdf = file["kdf"].as_array().unwrap().iter().find(|k| k["name"] == bundle_vector["kdf"]).unwrap();
+    let kdf = file["kdf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == bundle_vector["kdf"])
+        .unwrap();
     let params: KdfParams = serde_json::from_value(kdf["params"].clone()).unwrap();
     let keys = derive_password_keys(
         &Password::new(kdf["password"].as_str().unwrap()).unwrap(),
@@ -81,21 +99,34 @@ fn envelopes_bundles_and_blobs_open_in_the_browser() {
     for v in file["envelope"].as_array().unwrap() {
         let envelope: Envelope = serde_json::from_value(v["envelope_json"].clone()).unwrap();
         let organisation = key(&file, "organisation");
-        assert_eq!(envelope.open(&organisation, None).unwrap().body, v["body"].as_str().unwrap());
+        assert_eq!(
+            envelope.open(&organisation, None).unwrap().body,
+            v["body"].as_str().unwrap()
+        );
         if v["recipient_key"].is_string() {
-            let content = envelope.open(&unsealed, envelope.header.recipient_id).unwrap();
+            let content = envelope
+                .open(&unsealed, envelope.header.recipient_id)
+                .unwrap();
             assert_eq!(content.body, v["body"].as_str().unwrap());
             assert_eq!(content.subject, v["subject"].as_str().unwrap());
         }
     }
 
     let rewrap = &file["rewrap"][0];
-    let source = file["envelope"].as_array().unwrap().iter().find(|e| e["name"] == rewrap["envelope"]).unwrap();
+    let source = file["envelope"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == rewrap["envelope"])
+        .unwrap();
     let mut envelope: Envelope = serde_json::from_value(source["envelope_json"].clone()).unwrap();
     let wrap: Wrap = serde_json::from_value(rewrap["recipient_wrap_json"].clone()).unwrap();
     envelope.set_recipient_wrap(wrap).unwrap();
     let reset = key(&file, "recipient-after-reset");
-    assert_eq!(envelope.open(&reset, None).unwrap().body, source["body"].as_str().unwrap());
+    assert_eq!(
+        envelope.open(&reset, None).unwrap().body,
+        source["body"].as_str().unwrap()
+    );
 
     let blob_vector = &file["session_blob"][0];
     let b64 = |v: &Value| shared::encoding::b64u_encode(h(v));
@@ -114,7 +145,10 @@ fn envelopes_bundles_and_blobs_open_in_the_browser() {
 fn storage_dump() -> String {
     let window = web_sys::window().unwrap();
     let mut out = String::new();
-    for storage in [window.session_storage().unwrap().unwrap(), window.local_storage().unwrap().unwrap()] {
+    for storage in [
+        window.session_storage().unwrap().unwrap(),
+        window.local_storage().unwrap().unwrap(),
+    ] {
         for i in 0..storage.length().unwrap() {
             let name = storage.key(i).unwrap().unwrap();
             out.push_str(&name);
@@ -135,7 +169,15 @@ fn the_vault_holds_only_sealed_data_and_clears_completely() {
     let recipient = RecipientId::random(&mut rand_core::OsRng);
     let device = DeviceHalf::random(&mut rand_core::OsRng);
     let relay = RelayHalf::random(&mut rand_core::OsRng);
-    let blob = SessionBlob::seal(&patient, session, recipient, &device, &relay, &mut rand_core::OsRng).unwrap();
+    let blob = SessionBlob::seal(
+        &patient,
+        session,
+        recipient,
+        &device,
+        &relay,
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
     assert!(vault::save(&StoredSession {
         session_id: session,
         recipient_id: recipient,
@@ -145,12 +187,22 @@ fn the_vault_holds_only_sealed_data_and_clears_completely() {
     let stored = storage_dump();
     assert!(stored.contains(vault::STORAGE_KEY));
     let tail = &pkcs8[pkcs8.len() - 48..];
-    assert!(!stored.contains(&shared::encoding::b64u_encode(tail)[..32]), "private key bytes stored in clear");
-    assert!(!stored.contains(relay.to_base64url().as_str()), "the relay half is never stored");
+    assert!(
+        !stored.contains(&shared::encoding::b64u_encode(tail)[..32]),
+        "private key bytes stored in clear"
+    );
+    assert!(
+        !stored.contains(relay.to_base64url().as_str()),
+        "the relay half is never stored"
+    );
     assert_eq!(vault::load().unwrap().session_id, session);
 
     vault::clear();
-    assert_eq!(storage_dump(), "", "nothing is left in sessionStorage or localStorage");
+    assert_eq!(
+        storage_dump(),
+        "",
+        "nothing is left in sessionStorage or localStorage"
+    );
     assert!(vault::load().is_none());
 }
 
@@ -158,6 +210,10 @@ fn the_vault_holds_only_sealed_data_and_clears_completely() {
 async fn webcrypto_generates_keys_shared_accepts() {
     let started = now_ms();
     let generated = securetext_viewer::keygen::generate().await.unwrap();
-    console_log!("RSA-{} key pair via WebCrypto: {:.0} ms", generated.public_key().bits(), now_ms() - started);
+    console_log!(
+        "RSA-{} key pair via WebCrypto: {:.0} ms",
+        generated.public_key().bits(),
+        now_ms() - started
+    );
     assert_eq!(generated.public_key().bits(), shared::keys::RSA_BITS);
 }
