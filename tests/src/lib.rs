@@ -93,23 +93,20 @@ impl Browser {
     pub async fn start(lang: &str) -> Self {
         let home = tempfile::tempdir().unwrap();
         let port = free_port();
-        let driver = {
-            let mut command = Command::new(
-                std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
-            );
-            command
-                .arg(format!("--port={port}"))
-                .env("XDG_CONFIG_HOME", home.path())
-                .env("XDG_CACHE_HOME", home.path())
-                .env("TMPDIR", home.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            #[cfg(unix)]
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-            command
-                .spawn()
-                .expect("chromedriver (apt-get install chromium-driver)")
-        };
+        // chromedriver runs in a session of its own (through `setsid`, which execs it in place so
+        // the pid stays chromedriver's): Chromium then has no controlling terminal to disturb,
+        // and the whole browser process group can be ended at once.
+        let driver = Command::new("setsid")
+            .arg(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path())
+            .env("TMPDIR", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium-driver)");
         let profile = home.path().join("profile");
         let capabilities = json!({
             "browserName": "chrome",

@@ -50,7 +50,6 @@ fn step_text(step: Step) -> Key {
         Step::Generating => Key::StepGenerating,
         Step::Enrolling => Key::StepEnrolling,
         Step::Unlocking => Key::StepUnlocking,
-        Step::Decrypting => Key::StepDecrypting,
     }
 }
 
@@ -125,6 +124,7 @@ pub fn App() -> impl IntoView {
     let messages: RwSignal<Vec<Shown>> = RwSignal::new(Vec::new());
     let selected: RwSignal<Option<MessageId>> = RwSignal::new(None);
     let waiting = RwSignal::new(0usize);
+    let fingerprint: RwSignal<Option<String>> = RwSignal::new(None);
     let last_activity = StoredValue::new(now_seconds());
 
     Effect::new(move |_| {
@@ -141,6 +141,7 @@ pub fn App() -> impl IntoView {
         unlocked.set_value(None);
         messages.set(Vec::new());
         selected.set(None);
+        fingerprint.set(None);
         link.set_value(None);
         screen.set(Screen::Locked(reason));
         spawn_local(flow::logout());
@@ -188,6 +189,7 @@ pub fn App() -> impl IntoView {
     };
 
     let opened = move |result: Unlocked| {
+        fingerprint.set(Some(result.key.public_key().fingerprint().to_string()));
         unlocked.set_value(Some(Arc::new(result)));
         last_activity.set_value(now_seconds());
         screen.set(Screen::Working(Key::StepDecrypting));
@@ -278,7 +280,7 @@ pub fn App() -> impl IntoView {
                         Screen::Choose(info, problem) => choose_view(l, info, problem, screen, link, opened).into_any(),
                         Screen::Unlock(info, notice) => unlock_view(l, info, notice, screen, link, opened).into_any(),
                         Screen::Preparing => page_view(l, Key::PreparingTitle, Key::PreparingIntro, true).into_any(),
-                        Screen::Reading => reading_view(l, messages, selected, waiting).into_any(),
+                        Screen::Reading => reading_view(l, messages, selected, waiting, fingerprint).into_any(),
                         Screen::Locked(reason) => locked_view(l, reason).into_any(),
                         Screen::Ended(title, intro) => page_view(l, title, intro, false).into_any(),
                         Screen::Network => network_view(l).into_any(),
@@ -496,6 +498,7 @@ fn reading_view(
     messages: RwSignal<Vec<Shown>>,
     selected: RwSignal<Option<MessageId>>,
     waiting: RwSignal<usize>,
+    fingerprint: RwSignal<Option<String>>,
 ) -> impl IntoView {
     // Send the read receipt once for the message on screen.
     Effect::new(move |_| {
@@ -555,5 +558,11 @@ fn reading_view(
                 </section>
             })
         }}
+        {move || fingerprint.get().map(|fp| {
+            let grouped = fp.as_bytes().chunks(4).take(8).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ");
+            view! {
+                <p class="fingerprint">{text(lang, Key::YourKey)}": "<code>{grouped}</code></p>
+            }
+        })}
     }
 }

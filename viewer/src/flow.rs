@@ -48,8 +48,6 @@ pub enum Step {
     Enrolling,
     /// Proving the password.
     Unlocking,
-    /// Opening the envelopes.
-    Decrypting,
 }
 
 /// An unlocked session: the private key lives only here, in WebAssembly memory, and is wiped

@@ -144,10 +144,8 @@ pub enum Key {
     UnsupportedIntro,
     /// Generic failure.
     SomethingWrong,
-    /// Open another message.
-    Open,
-    /// Back to the list.
-    Back,
+    /// Label of the patient's key fingerprint (to compare with the sender when asked).
+    YourKey,
 }
 
 /// The text for `key` in `lang`.
@@ -274,8 +272,7 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Something went wrong. Please try again.",
             "Algo salió mal. Intente de nuevo.",
         ),
-        Open => ("Open", "Abrir"),
-        Back => ("Back", "Volver"),
+        YourKey => ("Your key fingerprint", "Huella de su clave"),
     };
     match lang {
         Lang::En => en,
