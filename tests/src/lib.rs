@@ -194,6 +194,21 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
+    /// Shows the message with `subject`: it is either on screen already or listed under the
+    /// patient's other messages, from where the patient opens it.
+    pub async fn open_message(&self, subject: &str, body: &str) {
+        self.wait_text(subject).await;
+        if !self.main_text().await.contains(body) {
+            for item in self.client.find_all(Locator::Css(".list-item")).await.unwrap() {
+                if item.text().await.unwrap_or_default().contains(subject) {
+                    item.click().await.unwrap();
+                    break;
+                }
+            }
+        }
+        self.wait_text(body).await;
+    }
+
     /// Clicks an element.
     pub async fn click(&self, css: &str) {
         self.wait(css).await.click().await.unwrap();

@@ -277,8 +277,8 @@ pub fn App() -> impl IntoView {
                     match screen.get() {
                         Screen::Opening => status_view(l, Key::Opening).into_any(),
                         Screen::Working(key) => status_view(l, key).into_any(),
-                        Screen::Choose(info, problem) => choose_view(l, info, problem, screen, link, opened).into_any(),
-                        Screen::Unlock(info, notice) => unlock_view(l, info, notice, screen, link, opened).into_any(),
+                        Screen::Choose(info, problem) => choose_view(l, info, problem, screen, link, selected, opened).into_any(),
+                        Screen::Unlock(info, notice) => unlock_view(l, info, notice, screen, link, selected, opened).into_any(),
                         Screen::Preparing => page_view(l, Key::PreparingTitle, Key::PreparingIntro, true).into_any(),
                         Screen::Reading => reading_view(l, messages, selected, waiting, fingerprint).into_any(),
                         Screen::Locked(reason) => locked_view(l, reason).into_any(),
@@ -342,6 +342,7 @@ fn choose_view(
     problem: Option<Key>,
     screen: RwSignal<Screen>,
     link: StoredValue<Option<String>>,
+    selected: RwSignal<Option<MessageId>>,
     opened: impl Fn(Unlocked) + Copy + 'static,
 ) -> impl IntoView {
     let first: NodeRef<Input> = NodeRef::new();
@@ -375,7 +376,10 @@ fn choose_view(
         spawn_local(async move {
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
             match flow::enroll(&token, &info, password, progress).await {
-                Ok(result) => opened(result),
+                Ok(result) => {
+                    selected.set(Some(info.message_id));
+                    opened(result);
+                }
                 Err(FlowError::Api(error)) if ending(&error).is_some() => {
                     screen.set(ending(&error).unwrap_or(Screen::Network));
                 }
@@ -418,6 +422,7 @@ fn unlock_view(
     notice: Option<Notice>,
     screen: RwSignal<Screen>,
     link: StoredValue<Option<String>>,
+    selected: RwSignal<Option<MessageId>>,
     opened: impl Fn(Unlocked) + Copy + 'static,
 ) -> impl IntoView {
     let field: NodeRef<Input> = NodeRef::new();
@@ -436,7 +441,10 @@ fn unlock_view(
         spawn_local(async move {
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
             match flow::unlock(&token, &info, password, progress).await {
-                Ok(result) => opened(result),
+                Ok(result) => {
+                    selected.set(Some(info.message_id));
+                    opened(result);
+                }
                 Err(FlowError::Api(ApiError::Relay {
                     code,
                     attempts_left,

@@ -224,14 +224,19 @@ pub async fn load_messages(unlocked: &Unlocked) -> Result<(Vec<Shown>, usize), F
     let items: Vec<MessageItem> = api::messages().await?;
     let mut shown = Vec::new();
     let mut waiting = 0;
+    let mut unreadable = 0;
     for item in items {
         let Some(envelope) = item.envelope.as_ref().filter(|_| !item.awaiting_key) else {
             waiting += 1;
             continue;
         };
-        let content: Content = envelope
-            .open(&unlocked.key, Some(unlocked.recipient))
-            .map_err(|_| FlowError::Crypto)?;
+        // One envelope that does not open (altered, or wrapped to another key) must not hide
+        // the patient's other messages: it is left out, never shown altered.
+        let Ok(content): Result<Content, _> = envelope.open(&unlocked.key, Some(unlocked.recipient))
+        else {
+            unreadable += 1;
+            continue;
+        };
         shown.push(Shown {
             id: item.message_id,
             organisation: item.organisation_name.clone(),
@@ -241,6 +246,9 @@ pub async fn load_messages(unlocked: &Unlocked) -> Result<(Vec<Shown>, usize), F
             body: content.body.clone(),
             read: item.read_at.is_some(),
         });
+    }
+    if shown.is_empty() && waiting == 0 && unreadable > 0 {
+        return Err(FlowError::Crypto);
     }
     Ok((shown, waiting))
 }
