@@ -199,7 +199,12 @@ impl Browser {
     pub async fn open_message(&self, subject: &str, body: &str) {
         self.wait_text(subject).await;
         if !self.main_text().await.contains(body) {
-            for item in self.client.find_all(Locator::Css(".list-item")).await.unwrap() {
+            for item in self
+                .client
+                .find_all(Locator::Css(".list-item"))
+                .await
+                .unwrap()
+            {
                 if item.text().await.unwrap_or_default().contains(subject) {
                     item.click().await.unwrap();
                     break;

@@ -78,7 +78,11 @@ impl Deployment {
             }
             None => format!("sqlite://{}", dir.path().join("relay.sqlite").display()),
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut deployment = Self {
             database_url,
             postgres: postgres_name,
@@ -90,7 +94,13 @@ impl Deployment {
         std::fs::write(deployment.path("data.key"), data_key()).unwrap();
         let relay = deployment
             .relay_command()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--public-url", &deployment.base])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--public-url",
+                &deployment.base,
+            ])
             .arg("--viewer-dir")
             .arg(dist_dir())
             .arg("--sms-outbox-file")
@@ -137,7 +147,10 @@ impl Deployment {
             {
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the relay did not become ready");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the relay did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -155,9 +168,18 @@ impl Deployment {
         let started = Instant::now();
         loop {
             if let Some(sms) = self.sms().get(n - 1) {
-                return sms["body"].as_str().unwrap().rsplit(' ').next().unwrap().to_owned();
+                return sms["body"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned();
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "SMS {n} never arrived");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "SMS {n} never arrived"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -209,7 +231,9 @@ fn ok(output: &Output, what: &str) -> String {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 async fn set_password(browser: &Browser, password: &str) {
@@ -248,11 +272,30 @@ async fn journey(postgres: bool) {
     let third = "Your prescription for amoxicillin is ready for pickup.";
 
     // Operator: organisation and API key. Sender: key, registration, agent.
-    let org = ok(&deployment.relay_command().args(["org", "create", "--name", "Hillside Clinic"]).output().unwrap(), "org create");
+    let org = ok(
+        &deployment
+            .relay_command()
+            .args(["org", "create", "--name", "Hillside Clinic"])
+            .output()
+            .unwrap(),
+        "org create",
+    );
     let org = org.trim().to_owned();
-    let api_key = ok(&deployment.relay_command().args(["api-key", "create", "--org", &org]).output().unwrap(), "api-key create");
+    let api_key = ok(
+        &deployment
+            .relay_command()
+            .args(["api-key", "create", "--org", &org])
+            .output()
+            .unwrap(),
+        "api-key create",
+    );
     ok(
-        &deployment.securetext().env("SECURETEXT_API_KEY", api_key.trim()).args(["init", "--relay", &deployment.base]).output().unwrap(),
+        &deployment
+            .securetext()
+            .env("SECURETEXT_API_KEY", api_key.trim())
+            .args(["init", "--relay", &deployment.base])
+            .output()
+            .unwrap(),
         "securetext init",
     );
     let agent = deployment
@@ -291,63 +334,162 @@ async fn journey(postgres: bool) {
     let preview_link = deployment.link(4).await;
     let page = reqwest::get(&preview_link).await.unwrap();
     assert_eq!(page.status(), 200);
-    let status = ok(&deployment.securetext().args(["--json", "status", &preview_id]).output().unwrap(), "securetext status");
-    assert!(!status.contains("link_opened"), "a GET recorded an open: {status}");
+    let status = ok(
+        &deployment
+            .securetext()
+            .args(["--json", "status", &preview_id])
+            .output()
+            .unwrap(),
+        "securetext status",
+    );
+    assert!(
+        !status.contains("link_opened"),
+        "a GET recorded an open: {status}"
+    );
 
     // Forgotten password: reset, enroll again; the agent holds the new key until approved.
-    ok(&deployment.relay_command().args(["patient", "reset-enrollment", "--phone", phone]).output().unwrap(), "reset-enrollment");
+    ok(
+        &deployment
+            .relay_command()
+            .args(["patient", "reset-enrollment", "--phone", phone])
+            .output()
+            .unwrap(),
+        "reset-enrollment",
+    );
     browser.client.goto(&third_link).await.unwrap();
     set_password(&browser, NEW_PASSWORD).await;
     browser.wait_text("Your message is being prepared").await;
     let started = Instant::now();
     let recipient = loop {
-        let keys = ok(&deployment.securetext().args(["--json", "keys", "list"]).output().unwrap(), "keys list");
-        if let Some(id) = keys.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(pending_recipient) {
+        let keys = ok(
+            &deployment
+                .securetext()
+                .args(["--json", "keys", "list"])
+                .output()
+                .unwrap(),
+            "keys list",
+        );
+        if let Some(id) = keys
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(pending_recipient)
+        {
             break id;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the agent never reported the changed key: {keys}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the agent never reported the changed key: {keys}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    ok(&deployment.securetext().args(["keys", "approve", &recipient]).output().unwrap(), "keys approve");
+    ok(
+        &deployment
+            .securetext()
+            .args(["keys", "approve", &recipient])
+            .output()
+            .unwrap(),
+        "keys approve",
+    );
     browser.open_message("Pharmacy", third).await;
 
     // Remote wipe: the open page locks itself.
-    ok(&deployment.relay_command().args(["patient", "revoke-sessions", "--phone", phone]).output().unwrap(), "revoke-sessions");
+    ok(
+        &deployment
+            .relay_command()
+            .args(["patient", "revoke-sessions", "--phone", phone])
+            .output()
+            .unwrap(),
+        "revoke-sessions",
+    );
     browser.wait_text("Your session was ended").await;
     let dump = browser.storage_dump().await;
-    for secret in [first, second, third, PASSWORD, NEW_PASSWORD, "securetext.session"] {
+    for secret in [
+        first,
+        second,
+        third,
+        PASSWORD,
+        NEW_PASSWORD,
+        "securetext.session",
+    ] {
         assert!(!dump.contains(secret), "browser storage holds {secret:?}");
     }
     browser.finish().await;
 
     // The audit trail of the first message, in order, verified by the sender.
     let export = deployment.path("audit.jsonl");
-    ok(&deployment.securetext().args(["audit", "export", "--out"]).arg(&export).output().unwrap(), "audit export");
-    let events = shared::audit::from_json_lines(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    ok(
+        &deployment
+            .securetext()
+            .args(["audit", "export", "--out"])
+            .arg(&export)
+            .output()
+            .unwrap(),
+        "audit export",
+    );
+    let events =
+        shared::audit::from_json_lines(&std::fs::read_to_string(&export).unwrap()).unwrap();
     let kinds: Vec<&str> = events
         .iter()
         .filter(|e| e.message_id.map(|m| m.to_string()) == Some(first_id.clone()))
         .map(|e| e.kind.as_str())
         .collect();
-    let expected = ["message_created", "sms_queued", "sms_sent", "link_opened", "enrolled", "rewrapped", "unlocked", "read"];
+    // The viewer unlocks right after enrolling; the agent's re-wrap follows; the read receipt
+    // comes once the message is shown.
+    let expected = [
+        "message_created",
+        "sms_queued",
+        "sms_sent",
+        "link_opened",
+        "enrolled",
+        "unlocked",
+        "rewrapped",
+        "read",
+    ];
     let mut position = 0;
     for kind in &kinds {
         if position < expected.len() && *kind == expected[position] {
             position += 1;
         }
     }
-    assert_eq!(position, expected.len(), "audit trail {kinds:?} lacks {expected:?} in order");
-    ok(&deployment.securetext().args(["audit", "verify", "--file"]).arg(&export).output().unwrap(), "audit verify");
+    assert_eq!(
+        position,
+        expected.len(),
+        "audit trail {kinds:?} lacks {expected:?} in order"
+    );
+    ok(
+        &deployment
+            .securetext()
+            .args(["audit", "verify", "--file"])
+            .arg(&export)
+            .output()
+            .unwrap(),
+        "audit verify",
+    );
     let text = std::fs::read_to_string(&export).unwrap();
     std::fs::write(&export, text.replacen("\"sms_sent\"", "\"sms_failed\"", 1)).unwrap();
-    let tampered = deployment.securetext().args(["audit", "verify", "--file"]).arg(&export).output().unwrap();
-    assert_eq!(tampered.status.code(), Some(5), "a tampered export must fail verification");
+    let tampered = deployment
+        .securetext()
+        .args(["audit", "verify", "--file"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert_eq!(
+        tampered.status.code(),
+        Some(5),
+        "a tampered export must fail verification"
+    );
 
     // Afterwards: the database, the relay's logs and the SMS outbox hold nothing readable.
     deployment.agent.take();
     deployment.relay.take();
     let database = match &deployment.postgres {
-        Some(_) => Command::new("pg_dump").arg(&deployment.database_url).output().unwrap().stdout,
+        Some(_) => {
+            Command::new("pg_dump")
+                .arg(&deployment.database_url)
+                .output()
+                .unwrap()
+                .stdout
+        }
         None => ["relay.sqlite", "relay.sqlite-wal"]
             .iter()
             .flat_map(|f| std::fs::read(deployment.path(f)).unwrap_or_default())
@@ -357,13 +499,21 @@ async fn journey(postgres: bool) {
     let outbox = std::fs::read(deployment.path("sms.jsonl")).unwrap();
     let agent_log = std::fs::read(deployment.path("agent.log")).unwrap();
     assert!(!database.is_empty() && !logs.is_empty());
-    for (place, bytes) in [("database", &database), ("relay log", &logs), ("SMS outbox", &outbox), ("agent log", &agent_log)] {
+    for (place, bytes) in [
+        ("database", &database),
+        ("relay log", &logs),
+        ("SMS outbox", &outbox),
+        ("agent log", &agent_log),
+    ] {
         for secret in [first, second, third, PASSWORD, NEW_PASSWORD, PASSPHRASE] {
             assert!(!contains(bytes, secret), "{secret:?} found in the {place}");
         }
     }
     for (place, bytes) in [("database", &database), ("relay log", &logs)] {
-        assert!(!contains(bytes, phone), "the phone number is in the {place} in clear");
+        assert!(
+            !contains(bytes, phone),
+            "the phone number is in the {place} in clear"
+        );
     }
     deployment.finish().await;
 }
