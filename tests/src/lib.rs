@@ -299,9 +299,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         #[cfg(unix)]
         {
+            // `--` is essential: procps' kill reads "-KILL -1234" as options and signals the
+            // wrong process group.
             let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", self.driver.id()))
+                .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
                 .status();
         }
         let _ = self.driver.kill();
