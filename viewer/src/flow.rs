@@ -232,7 +232,8 @@ pub async fn load_messages(unlocked: &Unlocked) -> Result<(Vec<Shown>, usize), F
         };
         // One envelope that does not open (altered, or wrapped to another key) must not hide
         // the patient's other messages: it is left out, never shown altered.
-        let Ok(content): Result<Content, _> = envelope.open(&unlocked.key, Some(unlocked.recipient))
+        let Ok(content): Result<Content, _> =
+            envelope.open(&unlocked.key, Some(unlocked.recipient))
         else {
             unreadable += 1;
             continue;
