@@ -163,20 +163,7 @@ async fn provider_outage_is_retried_with_backoff() {
     assert!(!relay::jobs::send_one(&instance).await.unwrap());
     assert_eq!(flaky.sent.load(Ordering::SeqCst), 1);
 
-    let (_, status) = relay
-        .call(
-            Method::GET,
-            &format!("/v1/messages/{id}"),
-            Some(&clinic.api_key),
-            None,
-        )
-        .await;
-    let kinds: Vec<&str> = status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = relay.event_kinds(&clinic.api_key, id).await;
     assert_eq!(kinds, ["message_created", "sms_queued", "sms_sent"]);
     relay.finish().await;
 }
@@ -203,16 +190,8 @@ async fn permanent_failure_is_recorded_once() {
         !relay::jobs::send_one(&instance).await.unwrap(),
         "a permanent failure is not retried"
     );
-    let (_, status) = relay
-        .call(
-            Method::GET,
-            &format!("/v1/messages/{id}"),
-            Some(&clinic.api_key),
-            None,
-        )
-        .await;
-    let last = status["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["kind"], "sms_failed");
+    let kinds = relay.event_kinds(&clinic.api_key, id).await;
+    assert_eq!(kinds.last().map(String::as_str), Some("sms_failed"));
     relay.finish().await;
 }
 
@@ -383,20 +362,7 @@ async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
     .unwrap();
     assert_eq!(signed.status(), 204);
 
-    let (_, status) = relay
-        .call(
-            Method::GET,
-            &format!("/v1/messages/{id}"),
-            Some(&clinic.api_key),
-            None,
-        )
-        .await;
-    let kinds: Vec<&str> = status["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = relay.event_kinds(&clinic.api_key, id).await;
     assert_eq!(
         kinds,
         [

@@ -267,6 +267,25 @@ impl TestRelay {
         }
     }
 
+    /// The audit event kinds of a message, as its sender sees them, oldest first.
+    pub async fn event_kinds(&self, api_key: &str, message: impl std::fmt::Display) -> Vec<String> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/messages/{message}"),
+                Some(api_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,
