@@ -57,18 +57,12 @@ pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
         return Ok(false);
     };
     drop(conn);
-    let key = state.data_key();
-    let to = Phone::open(key, &row.to_sealed)?;
-    let body = key
-        .open(SMS_BODY, &row.body_sealed)
-        .map_err(|_| AppError::Internal("queued SMS body does not open".into()))?;
-    let sms = OutgoingSms {
-        to: to.as_str().to_owned(),
-        body: String::from_utf8(body.to_vec())
-            .map_err(|_| AppError::Internal("queued SMS body is not UTF-8".into()))?,
-        reference: row.id.clone(),
+    let result = match open_sms(state, &row) {
+        Ok(sms) => state.sms().send(&sms).await,
+        // Stored data that does not open (another data key, a damaged row) will never open:
+        // fail the SMS for good instead of retrying it forever.
+        Err(error) => Err(SmsError::Permanent(error.to_string())),
     };
-    let result = state.sms().send(&sms).await;
     let now = state.now();
     let max_attempts = state.settings().limits.sms_max_attempts;
     let mut tx = state.store().pool().begin().await?;
@@ -112,6 +106,21 @@ pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
     Ok(true)
 }
 
+/// Decrypts a queued SMS's number and text.
+fn open_sms(state: &AppState, row: &outbox::OutboxRow) -> Result<OutgoingSms, AppError> {
+    let key = state.data_key();
+    let to = Phone::open(key, &row.to_sealed)?;
+    let body = key
+        .open(SMS_BODY, &row.body_sealed)
+        .map_err(|_| AppError::Internal("queued SMS body does not open".into()))?;
+    Ok(OutgoingSms {
+        to: to.as_str().to_owned(),
+        body: String::from_utf8(body.to_vec())
+            .map_err(|_| AppError::Internal("queued SMS body is not UTF-8".into()))?,
+        reference: row.id.clone(),
+    })
+}
+
 /// Purges on an interval until `shutdown` flips.
 pub async fn run_purge(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let interval = Duration::from_secs(state.settings().limits.purge_interval_seconds.max(1));
@@ -138,6 +147,7 @@ pub async fn purge_once(state: &AppState) -> Result<(), AppError> {
         audit::append(&mut tx, state.store().backend(), record, now).await?;
     }
     let revoked = messages::purge_revoked(&mut tx).await?;
+    outbox::cancel_for_ended_messages(&mut tx, now).await?;
     let sessions = sessions::end_stale(&mut tx, now, idle).await?;
     throttle::prune(&mut tx, now - 86_400).await?;
     tx.commit().await?;

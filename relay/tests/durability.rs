@@ -374,3 +374,31 @@ async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
     );
     relay.finish().await;
 }
+
+#[tokio::test]
+async fn a_revoked_message_is_never_texted() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let relay = TestRelay::start(backend).await;
+        let clinic = registered_clinic(&relay).await;
+        let id = send(&relay, &clinic, "sent to the wrong number").await;
+        let (status, _) = relay
+            .call(
+                Method::POST,
+                &format!("/v1/messages/{id}/revoke"),
+                Some(&clinic.api_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        relay.deliver_sms().await;
+        relay::jobs::purge_once(&relay.state).await.unwrap();
+        relay.deliver_sms().await;
+        assert!(
+            relay.sms().is_empty(),
+            "{backend:?}: a revoked message was texted"
+        );
+        let kinds = relay.event_kinds(&clinic.api_key, id).await;
+        assert_eq!(kinds, ["message_created", "sms_queued", "revoked"]);
+        relay.finish().await;
+    }
+}

@@ -33,6 +33,8 @@ use crate::store::{Tx, orgs, throttle};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "securetext_session";
+/// How long failed unlocks from one client address are remembered without new failures.
+const ADDRESS_WINDOW_SECONDS: i64 = 3600;
 /// Purpose label of relay halves sealed with the data key.
 const RELAY_HALF: &str = "relay-half";
 
@@ -286,6 +288,8 @@ async fn unlock(
     let address = address_key(&state, client_address(&state, peer, &headers));
     let mut tx = state.store().pool().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
+    let backend = state.store().backend();
+    recipients::lock(&mut tx, backend, message.recipient_id).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
     let enrollment = recipient.enrollment.as_ref().ok_or(AppError::Conflict {
         code: "not_enrolled",
@@ -294,7 +298,12 @@ async fn unlock(
     if recipient.locked_until > now {
         return Err(locked_out(recipient.locked_until, now));
     }
-    let mut address_counter = throttle::get(&mut tx, &address).await?;
+    let mut address_counter = throttle::get_for_update(&mut tx, backend, &address, now).await?;
+    // Failures from one address are forgotten after a quiet hour, so that unrelated patients
+    // behind one carrier address do not add up over days.
+    if address_counter.updated_at < now - ADDRESS_WINDOW_SECONDS {
+        address_counter.count = 0;
+    }
     if address_counter.locked_until > now {
         return Err(locked_out(address_counter.locked_until, now));
     }

@@ -142,7 +142,15 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Resul
     .bind(message.now)
     .bind(header.expires_at)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(|error| match &error {
+        // A concurrent submission of the same message won the race.
+        sqlx::Error::Database(db) if db.is_unique_violation() => AppError::Conflict {
+            code: "duplicate_message",
+            message: "a message with this id or idempotency key already exists",
+        },
+        _ => AppError::from(error),
+    })?;
     sqlx::query("INSERT INTO links (token_hash, message_id) VALUES ($1, $2)")
         .bind(message.link.as_bytes().to_vec())
         .bind(header.message_id.to_string())

@@ -58,8 +58,10 @@ pub async fn claim_due(
 ) -> Result<Option<OutboxRow>, AppError> {
     let row = sqlx::query(
         "UPDATE sms_outbox SET claimed_until = $2, attempts = attempts + 1 \
-         WHERE id = (SELECT id FROM sms_outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-                     AND claimed_until <= $1 ORDER BY created_at, id LIMIT 1) \
+         WHERE id = (SELECT o.id FROM sms_outbox o JOIN messages m ON m.id = o.message_id \
+                     WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+                     AND o.claimed_until <= $1 AND m.status = 'active' AND m.expires_at > $1 \
+                     ORDER BY o.created_at, o.id LIMIT 1) \
          AND status = 'pending' AND claimed_until <= $1 \
          RETURNING id, message_id, organisation_id, to_sealed, body_sealed, attempts",
     )
@@ -127,6 +129,23 @@ pub async fn mark_failed(conn: &mut AnyConnection, id: &str, error: &str) -> Res
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Cancels the SMS still queued for messages that were revoked or expired (a withdrawn message
+/// must not be texted), wiping their bodies; returns how many.
+pub async fn cancel_for_ended_messages(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<u64, AppError> {
+    Ok(sqlx::query(
+        "UPDATE sms_outbox SET status = 'cancelled', body_sealed = NULL \
+         WHERE status = 'pending' AND message_id IN \
+         (SELECT id FROM messages WHERE status <> 'active' OR expires_at <= $1)",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// The message and organisation of the SMS the provider knows by `provider_id`.

@@ -6,6 +6,7 @@ use shared::kdf::{KdfParams, Salt, Verifier};
 use shared::keys::PublicKey;
 use sqlx::{AnyConnection, Row};
 
+use super::Backend;
 use crate::error::AppError;
 
 /// What the relay holds for an enrolled patient: all of it public or sealed.
@@ -97,6 +98,22 @@ pub async fn find_by_phone(
     .await?
     .map(|row| parse(&row))
     .transpose()
+}
+
+/// Locks the patient's row until the transaction ends (PostgreSQL; SQLite has a single
+/// writer), so that concurrent unlock attempts are counted one after another.
+pub async fn lock(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    id: RecipientId,
+) -> Result<(), AppError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT id FROM recipients WHERE id = $1 FOR UPDATE")
+            .bind(id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The patient with this id.

@@ -2,6 +2,7 @@
 
 use sqlx::{AnyConnection, Row};
 
+use super::Backend;
 use crate::error::AppError;
 
 /// A throttle counter.
@@ -13,20 +14,46 @@ pub struct Counter {
     pub lockouts: u32,
     /// Unix seconds until which the key is locked.
     pub locked_until: i64,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
 }
 
-/// Reads a counter (zero if absent).
-pub async fn get(conn: &mut AnyConnection, key: &str) -> Result<Counter, AppError> {
-    let row = sqlx::query("SELECT count, lockouts, locked_until FROM throttles WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
+/// Reads a counter for update: on PostgreSQL the row is created if missing and locked until
+/// the transaction ends, so concurrent requests count one after another instead of each
+/// adding one to the same stale value. (SQLite has a single writer.)
+pub async fn get_for_update(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    key: &str,
+    now: i64,
+) -> Result<Counter, AppError> {
+    let lock = match backend {
+        Backend::Postgres => {
+            sqlx::query(
+                "INSERT INTO throttles (key, count, updated_at) VALUES ($1, 0, $2) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            " FOR UPDATE"
+        }
+        Backend::Sqlite => "",
+    };
+    let row = sqlx::query(&format!(
+        "SELECT count, lockouts, locked_until, updated_at FROM throttles WHERE key = $1{lock}"
+    ))
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
     Ok(match row {
         None => Counter::default(),
         Some(row) => Counter {
             count: u32::try_from(row.try_get::<i64, _>("count")?).unwrap_or(u32::MAX),
             lockouts: u32::try_from(row.try_get::<i64, _>("lockouts")?).unwrap_or(u32::MAX),
             locked_until: row.try_get("locked_until")?,
+            updated_at: row.try_get("updated_at")?,
         },
     })
 }
