@@ -360,6 +360,18 @@ async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
     ))
     .await
     .unwrap();
+    let repeated = post(relay::sms::twilio::sign(
+        "twilio-test-auth-token",
+        &url,
+        &params,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        repeated.status(),
+        204,
+        "Twilio's retries are accepted and change nothing"
+    );
     assert_eq!(signed.status(), 204);
 
     let kinds = relay.event_kinds(&clinic.api_key, id).await;

@@ -60,9 +60,10 @@ async fn twilio_status(
     let now = state.now();
     let mut tx = state.store().pool().begin().await?;
     let Some((message, organisation)) =
-        outbox::by_provider_id(&mut tx, &update.provider_id).await?
+        outbox::record_delivery(&mut tx, &update.provider_id, kind.as_str()).await?
     else {
-        return Err(AppError::NotFound("no SMS with this MessageSid"));
+        // Twilio retries callbacks; a repeated report changes nothing.
+        return Ok(StatusCode::NO_CONTENT);
     };
     let record = Record {
         organisation,

@@ -148,6 +148,29 @@ pub async fn cancel_for_ended_messages(
     .rows_affected())
 }
 
+/// Records a delivery report. Returns the SMS's message and organisation when this report is
+/// new (not a repeat of the last one recorded), `None` for a repeat, and an error for an
+/// unknown `provider_id`.
+pub async fn record_delivery(
+    conn: &mut AnyConnection,
+    provider_id: &str,
+    status: &str,
+) -> Result<Option<(MessageId, OrganisationId)>, AppError> {
+    let sms = by_provider_id(&mut *conn, provider_id)
+        .await?
+        .ok_or(AppError::NotFound("no SMS with this MessageSid"))?;
+    let changed = sqlx::query(
+        "UPDATE sms_outbox SET delivery_status = $1 \
+         WHERE provider_id = $2 AND (delivery_status IS NULL OR delivery_status <> $1)",
+    )
+    .bind(status)
+    .bind(provider_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((changed > 0).then_some(sms))
+}
+
 /// The message and organisation of the SMS the provider knows by `provider_id`.
 pub async fn by_provider_id(
     conn: &mut AnyConnection,
