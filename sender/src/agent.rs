@@ -12,7 +12,11 @@
 //! - Only messages this organisation sent are re-wrapped: the header's organisation must be
 //!   ours, the journal must know the message (unless [`AgentPolicy::accept_unrecorded`]), the
 //!   envelope must have the digest recorded at sending, and the recipient must be the one the
-//!   message was sent to (or, for an envelope naming a recipient, the one it names).
+//!   message was sent to (or, for an envelope naming a recipient, the one it names). A record
+//!   whose submission was never confirmed (no recipient id, state not accepted) is not
+//!   re-wrapped: the relay's claim about its recipient cannot be checked.
+//! - A re-wrap for another recipient id than the one first seen for the journal record's phone
+//!   number is held as a recipient change (crate::pins), never pinned on first use.
 //! - Each message is unwrapped at most once per recipient key: the wrap is recorded in the
 //!   journal before it is uploaded, and a later pass re-uploads the recorded wrap instead of
 //!   unwrapping again. This keeps the private-key operation from becoming an oracle that the
@@ -37,7 +41,7 @@ use shared::keys::{Fingerprint, PrivateKey};
 use crate::client::{Client, PendingRewrap};
 use crate::error::ErrorCode;
 use crate::journal::{Journal, MadeWrap, RecordState, SentRecord, envelope_digest};
-use crate::pins::{PinCheck, PinStore};
+use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::StateDir;
 use crate::{Error, RelayError};
 
@@ -76,6 +80,18 @@ pub enum AgentEvent {
         /// The trusted fingerprint.
         pinned: Fingerprint,
         /// The new fingerprint.
+        offered: Fingerprint,
+    },
+    /// The relay lists the message for another recipient than the one first seen for the
+    /// patient's number; the message waits for `securetext keys approve`.
+    RecipientChangeHeld {
+        /// The message.
+        message_id: MessageId,
+        /// The recipient first seen for the number.
+        recipient_id: RecipientId,
+        /// The recipient the relay lists now.
+        offered_recipient_id: RecipientId,
+        /// Its key.
         offered: Fingerprint,
     },
     /// A changed key was approved automatically (policy).
@@ -120,6 +136,7 @@ impl AgentEvent {
         match self {
             Self::Rewrapped { message_id, .. }
             | Self::KeyChangeHeld { message_id, .. }
+            | Self::RecipientChangeHeld { message_id, .. }
             | Self::NotRecorded { message_id }
             | Self::Alarm { message_id, .. }
             | Self::Ended { message_id }
@@ -137,6 +154,14 @@ impl AgentEvent {
                 offered,
                 ..
             } => Some(format!("held:{message_id}:{offered}")),
+            Self::RecipientChangeHeld {
+                message_id,
+                offered_recipient_id,
+                offered,
+                ..
+            } => Some(format!(
+                "recipient-held:{message_id}:{offered_recipient_id}:{offered}"
+            )),
             Self::NotRecorded { message_id } => Some(format!("unrecorded:{message_id}")),
             Self::Alarm { message_id, .. } => Some(format!("alarm:{message_id}")),
             _ => None,
@@ -318,9 +343,21 @@ impl Agent {
             events.push(alarm(reason));
             return Ok(());
         }
+        if record.digest == envelope_digest(&item.envelope)
+            && (record.recipient_id.is_none()
+                || !matches!(
+                    record.state,
+                    RecordState::Accepted | RecordState::Unrecorded
+                ))
+        {
+            // The submission's answer never arrived (or not yet): this host does not know
+            // which recipient the message went to, so the relay's word cannot be checked.
+            events.push(AgentEvent::NotRecorded { message_id: id });
+            return Ok(());
+        }
         let mismatch = if record.digest != envelope_digest(&item.envelope) {
             Some("the envelope differs from the one this host sent")
-        } else if record.recipient_id.is_some_and(|r| r != item.recipient_id) {
+        } else if record.recipient_id != Some(item.recipient_id) {
             Some("the relay lists the message for another recipient than it was sent to")
         } else {
             None
@@ -332,6 +369,25 @@ impl Agent {
         }
 
         let fingerprint = item.recipient_fingerprint;
+        // The recipient id is the relay's word: the journal's phone hash says which recipient
+        // this host first saw for the number; another one is a change held for approval, not a
+        // first use.
+        if let Some(phone) = &record.phone_hash
+            && let PhoneCheck::Changed {
+                bound,
+                offered: Some(offered_recipient_id),
+            } = self
+                .pins
+                .check_phone(phone, Some(item.recipient_id), Some(fingerprint))?
+        {
+            events.push(AgentEvent::RecipientChangeHeld {
+                message_id: id,
+                recipient_id: bound,
+                offered_recipient_id,
+                offered: fingerprint,
+            });
+            return Ok(());
+        }
         let mut newly_pinned = false;
         match self.pins.check(item.recipient_id, fingerprint)? {
             PinCheck::FirstUse => newly_pinned = true,

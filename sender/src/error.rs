@@ -103,6 +103,21 @@ pub enum Error {
         offered: Fingerprint,
     },
 
+    /// The relay gives a phone number another recipient id than the one first seen for it, or
+    /// says it is not enrolled. Nothing is sent until an operator approves the change.
+    #[error(
+        "the patient's number was bound to recipient {recipient_id}, but the relay now gives {}; \
+         nothing was sent. Verify the change with the patient, then run \
+         `securetext keys approve {recipient_id}`",
+        match offered_recipient { Some(id) => format!("recipient {id}"), None => "no enrolled recipient".to_owned() }
+    )]
+    RecipientChangeHeld {
+        /// The recipient first seen for the number.
+        recipient_id: RecipientId,
+        /// What the relay gives now (`None`: not enrolled).
+        offered_recipient: Option<RecipientId>,
+    },
+
     /// An exported audit log does not verify.
     #[error("audit log verification failed: {0}")]
     AuditVerification(String),
@@ -120,7 +135,9 @@ impl Error {
             | Self::WrongPassphrase
             | Self::KeyFile { .. }
             | Self::InsecurePermissions { .. } => ExitCode::KeyProblem,
-            Self::KeyChangeHeld { .. } => ExitCode::KeyChangeHeld,
+            Self::KeyChangeHeld { .. } | Self::RecipientChangeHeld { .. } => {
+                ExitCode::KeyChangeHeld
+            }
             Self::Protocol(_)
             | Self::Io { .. }
             | Self::StateFile { .. }

@@ -12,6 +12,7 @@
 //! {"version": 1, "messages": {"<message uuid>": {
 //!    "digest": hex64, "recipient_id": uuid | null, "first_contact": bool,
 //!    "created_at": i64, "expires_at": i64, "state": "submitting" | "accepted" | "unrecorded",
+//!    "phone_hash": hex64 | null (see crate::pins),
 //!    "wraps": [{"wrap": {role, key_fingerprint, wrapped_key}, "uploaded": bool}],
 //!    "alarm": null | "reason"}}}
 //!
@@ -39,6 +40,7 @@ use shared::ids::{MessageId, RecipientId};
 use shared::keys::Fingerprint;
 
 use crate::Error;
+use crate::pins::PhoneHash;
 use crate::state::{StateDir, read_json, unix_now, write_json};
 
 /// Domain-separation label of the envelope digest.
@@ -84,6 +86,10 @@ pub struct SentRecord {
     pub expires_at: i64,
     /// Submission state.
     pub state: RecordState,
+    /// The keyed hash of the phone number it was sent to ([`crate::pins::PinStore::phone_hash`]);
+    /// `None` for records written before it was kept, or not sent from this host.
+    #[serde(default)]
+    pub phone_hash: Option<PhoneHash>,
     /// Recipient wraps made by the agent, one per recipient key at most.
     #[serde(default)]
     pub wraps: Vec<MadeWrap>,
@@ -102,6 +108,7 @@ impl SentRecord {
             created_at: envelope.header.created_at,
             expires_at: envelope.header.expires_at,
             state: RecordState::Submitting,
+            phone_hash: None,
             wraps: Vec::new(),
             alarm: None,
         }

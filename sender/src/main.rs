@@ -539,6 +539,17 @@ fn describe(event: &AgentEvent) -> String {
              (pinned {pinned}). Verify with the patient, then run \
              `securetext keys approve {recipient_id} --fingerprint {offered}`"
         ),
+        AgentEvent::RecipientChangeHeld {
+            message_id,
+            recipient_id,
+            offered_recipient_id,
+            offered,
+        } => format!(
+            "HELD message {message_id}: the patient's number was bound to recipient \
+             {recipient_id}, the relay now lists recipient {offered_recipient_id} (key \
+             {offered}). Verify with the patient, then run \
+             `securetext keys approve {recipient_id} --fingerprint {offered}`"
+        ),
         AgentEvent::KeyChangeAutoApproved {
             recipient_id,
             previous,
@@ -567,8 +578,9 @@ fn keys(state: &StateDir, command: KeysCommand, output: Output) -> anyhow::Resul
     match command {
         KeysCommand::List => {
             let list = pins.list()?;
+            let changes = pins.recipient_changes()?;
             let mut human = String::new();
-            if list.is_empty() {
+            if list.is_empty() && changes.is_empty() {
                 human.push_str("No recipient keys pinned yet.");
             }
             for (id, pin) in &list {
@@ -586,11 +598,51 @@ fn keys(state: &StateDir, command: KeysCommand, output: Output) -> anyhow::Resul
                 }
                 human.push('\n');
             }
+            for (id, change) in &changes {
+                let offered = match change.recipient_id {
+                    Some(new) => format!("recipient {new}"),
+                    None => "\"not enrolled\"".to_owned(),
+                };
+                human.push_str(&format!(
+                    "{id}  CHANGED RECIPIENT: the relay gives this patient's number {offered}{} \
+                     waiting for approval since {}\n",
+                    change
+                        .fingerprint
+                        .map(|f| format!(" (key {f})"))
+                        .unwrap_or_default(),
+                    utc(change.first_seen)
+                ));
+            }
             let value: Vec<_> = list
                 .iter()
                 .map(|(id, pin)| json!({ "recipient_id": id, "pin": pin }))
                 .collect();
-            output.result(human.trim_end(), json!({ "ok": true, "pins": value }));
+            let change_values: Vec<_> = changes
+                .iter()
+                .map(|(id, change)| json!({ "recipient_id": id, "pending": change }))
+                .collect();
+            output.result(
+                human.trim_end(),
+                json!({ "ok": true, "pins": value, "recipient_changes": change_values }),
+            );
+        }
+        KeysCommand::Approve { id, fingerprint } if pins.has_recipient_change(id)? => {
+            let approval = pins.approve_recipient_change(id, fingerprint)?;
+            let now = match approval.approved {
+                Some(new) => format!("recipient {new}"),
+                None => "no recipient (the next send is a first contact)".to_owned(),
+            };
+            output.result(
+                &format!(
+                    "Approved: the patient's number, bound to recipient {id}, now maps to {now}{}.",
+                    approval
+                        .fingerprint
+                        .map(|f| format!("; key {f} pinned"))
+                        .unwrap_or_default()
+                ),
+                json!({ "ok": true, "recipient_id": id, "approved_recipient_id": approval.approved,
+                        "approved": approval.fingerprint }),
+            );
         }
         KeysCommand::Approve { id, fingerprint } => {
             let approval = pins.approve(id, fingerprint)?;

@@ -8,6 +8,8 @@
 //! - A recipient key that differs from the pinned one is never encrypted to
 //!   ([`Error::KeyChangeHeld`]); the message falls back to nothing, not to first contact, so
 //!   the operator notices.
+//! - A number bound to a recipient id (crate::pins) that the relay now gives another id, or
+//!   reports as not enrolled, is refused ([`Error::RecipientChangeHeld`]) until approved.
 //! - Each envelope is sealed once and submitted with an idempotency key derived from its
 //!   message id, so every retry of the same send (lost answer, 5xx, 429) names the same message
 //!   and the relay stores it at most once.
@@ -23,7 +25,7 @@ use shared::keys::{Fingerprint, PublicKey};
 use crate::Error;
 use crate::client::Client;
 use crate::journal::{Journal, RecordState, SentRecord};
-use crate::pins::{PinCheck, PinStore};
+use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::{StateDir, unix_now};
 
 /// Default message lifetime: 7 days.
@@ -165,26 +167,39 @@ impl Client {
         let now = unix_now();
         let lifetime = i64::try_from(message.lifetime_seconds)
             .map_err(|_| Error::Input("lifetime too large".into()))?;
+        let pins = PinStore::new(state);
+        let phone_hash = pins.phone_hash(message.to.as_str())?;
         let recipient = self.lookup_recipient(message.to.as_str()).await?;
+        // The recipient id is the relay's word: a number bound to one recipient must not
+        // silently become another one, or "not enrolled" (a first contact the relay could then
+        // enroll its own key for).
+        if let PhoneCheck::Changed { bound, offered } = pins.check_phone(
+            &phone_hash,
+            recipient.as_ref().map(|r| r.recipient_id),
+            recipient.as_ref().map(|r| r.fingerprint),
+        )? {
+            return Err(Error::RecipientChangeHeld {
+                recipient_id: bound,
+                offered_recipient: offered,
+            });
+        }
         let trust = match &recipient {
             None => RecipientTrust::FirstContact,
-            Some(found) => {
-                match PinStore::new(state).check(found.recipient_id, found.fingerprint)? {
-                    PinCheck::FirstUse => RecipientTrust::PinnedNow {
-                        fingerprint: found.fingerprint,
-                    },
-                    PinCheck::Matches => RecipientTrust::Pinned {
-                        fingerprint: found.fingerprint,
-                    },
-                    PinCheck::Changed { pinned, offered } => {
-                        return Err(Error::KeyChangeHeld {
-                            recipient_id: found.recipient_id,
-                            pinned,
-                            offered,
-                        });
-                    }
+            Some(found) => match pins.check(found.recipient_id, found.fingerprint)? {
+                PinCheck::FirstUse => RecipientTrust::PinnedNow {
+                    fingerprint: found.fingerprint,
+                },
+                PinCheck::Matches => RecipientTrust::Pinned {
+                    fingerprint: found.fingerprint,
+                },
+                PinCheck::Changed { pinned, offered } => {
+                    return Err(Error::KeyChangeHeld {
+                        recipient_id: found.recipient_id,
+                        pinned,
+                        offered,
+                    });
                 }
-            }
+            },
         };
         let header = Header {
             version: shared::FORMAT_VERSION,
@@ -205,10 +220,16 @@ impl Client {
         )?;
         let journal = Journal::new(state);
         let id = header.message_id;
-        journal.put(id, SentRecord::for_envelope(&envelope))?;
+        let mut record = SentRecord::for_envelope(&envelope);
+        record.phone_hash = Some(phone_hash.clone());
+        journal.put(id, record)?;
         let receipt = self
             .submit(message.to.as_str(), &envelope, &idempotency_key(id))
             .await?;
+        // Binds a new number to the id of its first-contact receipt. A receipt naming another
+        // recipient than the bound one is recorded as a pending change; the agent holds the
+        // message's re-wrap until it is approved.
+        pins.check_phone(&phone_hash, Some(receipt.recipient_id), None)?;
         journal.modify(id, |record| {
             record.state = RecordState::Accepted;
             record.recipient_id = Some(receipt.recipient_id);
