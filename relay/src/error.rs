@@ -145,6 +145,10 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
+        let retry_after = match &self {
+            Self::TooMany { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let body = ErrorBody {
             error: code,
             message,
@@ -156,25 +160,15 @@ impl IntoResponse for AppError {
                 Self::WrongPassword { attempts_left } => Some(*attempts_left),
                 _ => None,
             },
-            retry_after: match &self {
-                Self::TooMany { retry_after, .. } => Some(*retry_after),
-                _ => None,
-            },
+            retry_after,
         };
         let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = body_retry_after(&self) {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
-    }
-}
-
-fn body_retry_after(error: &AppError) -> Option<u64> {
-    match error {
-        AppError::TooMany { retry_after, .. } => Some(*retry_after),
-        _ => None,
     }
 }
 

@@ -40,6 +40,7 @@ use crate::state::AppState;
 /// The relay's router: every route, the security headers and the request tracing.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    // The viewer's files, `/` included (ServeDir answers a directory with its index.html).
     let viewer_assets = ServeDir::new(&state.settings().viewer_dir)
         .not_found_service(axum::routing::any(http::not_found).with_state(state.clone()));
     Router::new()
@@ -47,7 +48,6 @@ pub fn app(state: AppState) -> Router {
         .merge(api::viewer::routes())
         .merge(api::sms_callback::routes())
         .merge(api::ops::routes())
-        .route_service("/", ServeDir::new(&state.settings().viewer_dir))
         .fallback_service(viewer_assets)
         .method_not_allowed_fallback(|| async { error::AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(

@@ -886,6 +886,14 @@ async fn request_hygiene(relay: &TestRelay, key: &str) {
         .call(Method::DELETE, "/v1/messages", Some(key), None)
         .await;
     assert_eq!(status, 405, "{body}");
+    let root = relay.http.get(relay.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 200);
+    assert!(
+        root.text()
+            .await
+            .unwrap()
+            .contains("<title>SecureText</title>")
+    );
     let response = relay.http.get(relay.url("/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let response = relay.http.get(relay.url("/healthz")).send().await.unwrap();

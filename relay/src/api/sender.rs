@@ -16,7 +16,7 @@ use shared::audit::{AuditEvent, AuditKind};
 use shared::envelope::{Direction, Envelope, Wrap, WrapRole};
 use shared::ids::{MessageId, RecipientId};
 use shared::keys::{Fingerprint, PublicKey};
-use shared::token::{Token, TokenHash, TokenKind};
+use shared::token::{Token, TokenKind};
 
 use crate::error::{ApiResult, AppError};
 use crate::http::{ApiJson, ApiPath};
@@ -397,13 +397,13 @@ async fn submit(
         first_contact = header.recipient_id.is_none(),
         "message accepted"
     );
-    let stored = SubmitResponse {
+    let accepted = SubmitResponse {
         message_id: header.message_id,
         recipient_id: recipient.id,
         status: "queued",
         expires_at: header.expires_at,
     };
-    Ok((StatusCode::CREATED, Json(stored)).into_response())
+    Ok((StatusCode::CREATED, Json(accepted)).into_response())
 }
 
 /// The organisation's message with this id, or 404 (also for other organisations' messages).
@@ -599,9 +599,4 @@ async fn audit_log(
         shared::audit::to_json_lines(&events),
     )
         .into_response())
-}
-
-/// The hash of a link token, for tests and tools that hold a link.
-pub fn link_hash(link: &Token) -> TokenHash {
-    link.hash(TokenKind::Link)
 }
