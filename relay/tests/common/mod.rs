@@ -102,6 +102,65 @@ pub fn default_limits() -> Limits {
     }
 }
 
+/// What a relay server is started from.
+struct Parts<'a> {
+    dir: &'a std::path::Path,
+    db_url: String,
+    data_key: &'a str,
+    outbox_file: &'a std::path::Path,
+    clock: &'a Arc<AtomicI64>,
+    twilio_token: Option<&'a str>,
+}
+
+/// A started server.
+struct Running {
+    base: String,
+    state: AppState,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Parts<'_> {
+    async fn launch(self, limits: Limits) -> Running {
+        let viewer_dir = self.dir.join("dist");
+        std::fs::create_dir_all(&viewer_dir).unwrap();
+        std::fs::write(
+            viewer_dir.join("index.html"),
+            "<!doctype html><title>SecureText</title><script src=\"/viewer.js\"></script>",
+        )
+        .unwrap();
+        let store = Store::open(&self.db_url).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let base = format!("http://{address}");
+        let settings = Settings {
+            public_url: base.clone(),
+            tls: false,
+            viewer_dir,
+            limits,
+            trust_forwarded_for: false,
+            twilio_auth_token: self.twilio_token.map(|t| t.parse().unwrap()),
+        };
+        let state = AppState::new(
+            store,
+            DataKey::from_base64url(self.data_key).unwrap(),
+            settings,
+            Arc::new(ConsoleProvider::new(self.outbox_file.to_path_buf())),
+            Clock::Manual(self.clock.clone()),
+        );
+        let (shutdown, rx) = oneshot::channel();
+        let task = tokio::spawn(relay::serve_http(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Running {
+            base,
+            state,
+            shutdown,
+            task,
+        }
+    }
+}
+
 /// A running relay.
 pub struct TestRelay {
     pub base: String,
@@ -130,60 +189,47 @@ impl TestRelay {
         let db = TestDb::new(backend, dir.path()).await;
         let (_, data_key) = DataKey::generate_encoded(&mut OsRng);
         let clock = Arc::new(AtomicI64::new(START));
-        let mut relay = Self {
-            base: String::new(),
-            state: placeholder_state().await,
+        let outbox_file = dir.path().join("sms-outbox.jsonl");
+        let parts = Parts {
+            dir: dir.path(),
+            db_url: db.url(),
+            data_key: &data_key,
+            outbox_file: &outbox_file,
+            clock: &clock,
+            twilio_token: None,
+        };
+        let running = parts.launch(limits).await;
+        Self {
+            base: running.base,
+            state: running.state,
             clock,
-            outbox_file: dir.path().join("sms-outbox.jsonl"),
+            outbox_file,
             dir,
             db,
             data_key: data_key.to_string(),
             http: reqwest::Client::new(),
             twilio_token: None,
-            shutdown: None,
-            task: None,
-        };
-        relay.boot(limits).await;
-        relay
+            shutdown: Some(running.shutdown),
+            task: Some(running.task),
+        }
     }
 
     /// Starts (or restarts) the server on the same database, data key and clock.
     pub async fn boot(&mut self, limits: Limits) {
-        let viewer_dir = self.dir.path().join("dist");
-        std::fs::create_dir_all(&viewer_dir).unwrap();
-        std::fs::write(
-            viewer_dir.join("index.html"),
-            "<!doctype html><title>SecureText</title><script src=\"/viewer.js\"></script>",
-        )
-        .unwrap();
-        let store = Store::open(&self.db.url()).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address: SocketAddr = listener.local_addr().unwrap();
-        self.base = format!("http://{address}");
-        let settings = Settings {
-            public_url: self.base.clone(),
-            tls: false,
-            viewer_dir,
-            limits,
-            trust_forwarded_for: false,
-            twilio_auth_token: self.twilio_token.as_deref().map(|t| t.parse().unwrap()),
-        };
-        self.state = AppState::new(
-            store,
-            DataKey::from_base64url(&self.data_key).unwrap(),
-            settings,
-            Arc::new(ConsoleProvider::new(self.outbox_file.clone())),
-            Clock::Manual(self.clock.clone()),
-        );
-        let (tx, rx) = oneshot::channel();
-        self.shutdown = Some(tx);
-        self.task = Some(tokio::spawn(relay::serve_http(
-            listener,
-            self.state.clone(),
-            async move {
-                let _ = rx.await;
-            },
-        )));
+        let running = Parts {
+            dir: self.dir.path(),
+            db_url: self.db.url(),
+            data_key: &self.data_key,
+            outbox_file: &self.outbox_file,
+            clock: &self.clock,
+            twilio_token: self.twilio_token.as_deref(),
+        }
+        .launch(limits)
+        .await;
+        self.base = running.base;
+        self.state = running.state;
+        self.shutdown = Some(running.shutdown);
+        self.task = Some(running.task);
     }
 
     /// A second relay instance on the same database, data key and clock, with its own SMS
@@ -308,24 +354,6 @@ impl TestRelay {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-}
-
-async fn placeholder_state() -> AppState {
-    // Replaced by `boot` before use; an in-memory SQLite store keeps the type simple.
-    AppState::new(
-        Store::open("sqlite::memory:").await.unwrap(),
-        DataKey::random(&mut OsRng),
-        Settings {
-            public_url: String::new(),
-            tls: false,
-            viewer_dir: PathBuf::new(),
-            limits: default_limits(),
-            trust_forwarded_for: false,
-            twilio_auth_token: None,
-        },
-        Arc::new(ConsoleProvider::new(PathBuf::from("/dev/null"))),
-        Clock::System,
-    )
 }
 
 /// An organisation's credentials.
