@@ -7,7 +7,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -297,13 +296,6 @@ pub struct Limits {
     /// How often expired and revoked ciphertext is purged (seconds).
     #[arg(long, env = "RELAY_PURGE_INTERVAL_SECONDS", default_value_t = 60)]
     pub purge_interval_seconds: u64,
-}
-
-impl Limits {
-    /// Session idle timeout.
-    pub fn session_idle(&self) -> Duration {
-        Duration::from_secs(self.session_idle_seconds)
-    }
 }
 
 #[cfg(test)]

@@ -29,16 +29,6 @@ pub enum ApiError {
     Unexpected,
 }
 
-impl ApiError {
-    /// The relay's error code, if it answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Self::Relay { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
