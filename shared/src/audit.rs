@@ -70,6 +70,7 @@ pub const MAX_DETAIL_LEN: usize = 200;
 
 /// What happened. The JSON and canonical form is the snake_case name ([`AuditKind::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
     /// The relay accepted a sealed message.
@@ -202,6 +203,7 @@ pub fn genesis_hash(organisation_id: &OrganisationId) -> [u8; 32] {
 /// hold, [`verify_chain`] recomputes and checks every hash. Events built with [`Self::first`] and
 /// [`Self::next`] are consistent by construction.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// The organisation whose log this is.
@@ -220,9 +222,11 @@ pub struct AuditEvent {
     #[serde(deserialize_with = "deserialize_detail")]
     pub detail: String,
     /// The hash of the previous event, or [`genesis_hash`] for the first.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     #[serde(with = "hex32")]
     pub prev_hash: [u8; 32],
     /// SHA-256 of this event's canonical form.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9a-f]{64}$"))]
     #[serde(with = "hex32")]
     pub hash: [u8; 32],
 }

@@ -28,11 +28,13 @@ pub const SEALED_PRIVATE_KEY_AAD_PREFIX: &[u8] = b"securetext/v1/sealed-private-
 
 /// What the relay stores for an enrolled recipient (besides salt, KDF parameters and verifier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyBundle {
     /// Published to senders so they can wrap content keys to the patient.
     pub public_key: PublicKey,
     /// The private key, sealed: opaque to everyone without the password.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     #[serde(with = "crate::encoding::b64u")]
     pub sealed_private_key: Vec<u8>,
 }

@@ -69,8 +69,15 @@ pub const MAX_CONTENT_LEN: usize = MAX_PADDED_LEN - 4;
 /// Prefix of the OAEP label; the message id's UUID text follows.
 pub const WRAP_LABEL_PREFIX: &str = "securetext/v1/content-key/";
 
+/// The one expiry rule: a message expiring at `expires_at` is expired from that second on.
+/// (The relay's SQL selects live messages with the same rule, `expires_at > now`.)
+pub const fn is_expired(expires_at: i64, now: i64) -> bool {
+    now >= expires_at
+}
+
 /// What kind of content the ciphertext holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ContentType {
     /// A subject and a plain-text body (UTF-8), shown as text, never as HTML.
     #[serde(rename = "text/plain")]
@@ -94,6 +101,7 @@ impl ContentType {
 
 /// Which way a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// From the organisation to the patient.
@@ -122,6 +130,7 @@ impl Direction {
 /// The public, authenticated description of a message. The relay reads it to route, expire
 /// and check ownership; any change to it makes decryption fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Header {
     /// Format version; 1 for everything this crate produces.
@@ -211,7 +220,7 @@ impl Header {
 
     /// Whether the message has expired at `now` (Unix seconds).
     pub const fn is_expired(&self, now: i64) -> bool {
-        now >= self.expires_at
+        is_expired(self.expires_at, now)
     }
 
     fn wrap_label(&self) -> String {
@@ -352,6 +361,7 @@ impl ContentKey {
 
 /// Whose key a wrap is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WrapRole {
     /// The sending organisation's key: records, replies, re-wrapping.
@@ -362,6 +372,7 @@ pub enum WrapRole {
 
 /// The content key encrypted to one public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Wrap {
     /// Whose key this is for.
@@ -369,20 +380,24 @@ pub struct Wrap {
     /// Which key: lets each party find its wrap, and the sender's agent check pinned keys.
     pub key_fingerprint: Fingerprint,
     /// RSA-OAEP ciphertext, as long as the key's modulus.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     #[serde(with = "crate::encoding::b64u")]
     pub wrapped_key: Vec<u8>,
 }
 
 /// A sealed message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The authenticated public header.
     pub header: Header,
     /// AES-GCM nonce.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     #[serde(with = "crate::encoding::b64u")]
     pub nonce: Vec<u8>,
     /// AES-GCM ciphertext and tag over the padded content.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     #[serde(with = "crate::encoding::b64u")]
     pub ciphertext: Vec<u8>,
     /// The content key, wrapped to the organisation and (once enrolled) the recipient.

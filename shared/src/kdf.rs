@@ -53,6 +53,7 @@ pub const SALT_LEN: usize = 16;
 /// The password-hashing algorithm. Only one exists in format version 1; the field is there so
 /// that a later version can move on without ambiguity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KdfAlgorithm {
     /// Argon2id, version 0x13 (RFC 9106).
     #[serde(rename = "argon2id-v19")]
@@ -62,6 +63,7 @@ pub enum KdfAlgorithm {
 /// Argon2id cost parameters, stored per recipient so that costs can rise for new enrollments
 /// without breaking old ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KdfParams {
     /// Which algorithm the numbers below are for.

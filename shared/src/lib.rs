@@ -9,6 +9,7 @@
 //! are checked against this code by `cargo test -p shared`.
 //!
 //! # Map
+//! - [`api`]: the relay's HTTP contract (request/response bodies, error codes).
 //! - [`kdf`]: password → sealing key, auth key, verifier (Argon2id + HKDF-SHA256).
 //! - [`keys`]: RSA-3072 key pairs, fingerprints and OAEP content-key wrapping.
 //! - [`bundle`]: the recipient's private key sealed under the password-derived sealing key.
@@ -16,6 +17,7 @@
 //! - [`envelope`]: message header, padded payload, content encryption, wraps and re-wrap.
 //! - [`session`]: the two-half sealed blob that allows re-opening within a live session.
 //! - [`at_rest`]: the relay's data key for phone numbers and queued SMS bodies at rest.
+//! - [`phone`]: the E.164 rule and phone numbers sealed at rest.
 //! - [`token`]: random bearer tokens (links, sessions, API keys) and their stored hashes.
 //! - [`audit`]: the per-organisation, hash-chained audit log (ids and codes only, no PHI).
 //! - [`ids`], [`encoding`], [`error`]: identifiers, base64url transport helpers, the error type.
@@ -29,6 +31,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod at_rest;
 pub mod audit;
 pub mod bundle;
@@ -39,6 +42,7 @@ pub mod ids;
 pub mod kdf;
 pub mod keyfile;
 pub mod keys;
+pub mod phone;
 pub mod session;
 pub mod token;
 

@@ -1,0 +1,368 @@
+//! The relay's HTTP contract: every request and response body, written once and used by the
+//! relay (to answer), the viewer (in the browser) and the sender tooling (to call).
+//!
+//! With the `openapi` feature each type also describes itself for the relay's generated
+//! OpenAPI document (`GET /v1/openapi.json`); the feature is off in the viewer's build, so the
+//! browser download carries none of it.
+//!
+//! Request bodies refuse unknown fields, so a misspelt field is an error rather than ignored.
+
+mod error;
+#[cfg(feature = "openapi")]
+mod schema;
+
+pub use error::{ErrorBody, ErrorCode};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::bundle::KeyBundle;
+use crate::envelope::{Envelope, Wrap};
+use crate::ids::{MessageId, OrganisationId, RecipientId, SessionId};
+use crate::kdf::{KdfParams, Salt, Verifier};
+use crate::keys::{Fingerprint, PublicKey};
+
+// ---- sender API -------------------------------------------------------------------------------
+
+/// The organisation behind an API key (`GET /v1/organisation`, `PUT /v1/organisation/key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrganisationView {
+    /// The organisation's id.
+    pub id: OrganisationId,
+    /// Name shown to patients.
+    pub display_name: String,
+    /// Its registered public key, once registered.
+    pub public_key: Option<PublicKey>,
+    /// That key's fingerprint.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// `PUT /v1/organisation/key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterKeyRequest {
+    /// The organisation's RSA public key.
+    pub public_key: PublicKey,
+}
+
+/// `POST /v1/recipients/lookup`. The number travels in the body, never in a URL, so that it
+/// does not reach access logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    /// The patient's number in E.164 form.
+    pub phone: String,
+}
+
+/// An enrolled patient's key, as a sender needs it to encrypt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecipientView {
+    /// The patient's id.
+    pub recipient_id: RecipientId,
+    /// The patient's public key.
+    pub public_key: PublicKey,
+    /// Its fingerprint (the sender pins it).
+    pub fingerprint: Fingerprint,
+    /// When the patient enrolled (Unix seconds).
+    pub enrolled_at: i64,
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The patient's number in E.164 form.
+    pub to: String,
+    /// The sealed message.
+    pub envelope: Envelope,
+    /// A retry with the same key gets the original answer (1 to 200 printable ASCII).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Deliverable.
+    Active,
+    /// Withdrawn by the sender; ciphertext purged.
+    Revoked,
+    /// Past its expiry; ciphertext purged.
+    Expired,
+}
+
+impl MessageStatus {
+    /// The stored and wire form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// What a submission answers: `queued` for an active message, else its end state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitStatus {
+    /// Accepted; the SMS is queued.
+    Queued,
+    /// (Idempotent retry) the message was revoked since.
+    Revoked,
+    /// (Idempotent retry) the message expired since.
+    Expired,
+}
+
+impl From<MessageStatus> for SubmitStatus {
+    fn from(status: MessageStatus) -> Self {
+        match status {
+            MessageStatus::Active => Self::Queued,
+            MessageStatus::Revoked => Self::Revoked,
+            MessageStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// The answer to `POST /v1/messages` (201 when new, 200 for an idempotent retry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubmitResponse {
+    /// The message id (from the envelope's header).
+    pub message_id: MessageId,
+    /// The patient's id.
+    pub recipient_id: RecipientId,
+    /// `queued`, or the end state of an earlier accepted submission.
+    pub status: SubmitStatus,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// `GET /v1/messages/{id}`: a message's state and its audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusView {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The patient's id.
+    pub recipient_id: RecipientId,
+    /// Life-cycle state.
+    pub status: MessageStatus,
+    /// Accepted (Unix seconds).
+    pub created_at: i64,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+    /// First open of the link.
+    pub opened_at: Option<i64>,
+    /// First read receipt.
+    pub read_at: Option<i64>,
+    /// The message's audit events, oldest first.
+    pub events: Vec<AuditEvent>,
+}
+
+/// The answer to `POST /v1/messages/{id}/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevokeResponse {
+    /// The message id.
+    pub message_id: MessageId,
+    /// Always `revoked`.
+    pub status: MessageStatus,
+}
+
+/// A message waiting for the sender's agent to wrap its content key to the patient's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingRewrap {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The patient's id.
+    pub recipient_id: RecipientId,
+    /// The patient's current public key.
+    pub recipient_public_key: PublicKey,
+    /// Its fingerprint.
+    pub recipient_fingerprint: Fingerprint,
+    /// The stored envelope (wrapped to the organisation).
+    pub envelope: Envelope,
+}
+
+/// `GET /v1/rewraps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingRewraps {
+    /// Oldest first.
+    pub pending: Vec<PendingRewrap>,
+}
+
+/// `PUT /v1/messages/{id}/recipient-wrap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UploadWrapRequest {
+    /// The content key wrapped to the patient's current key (role `recipient`).
+    pub wrap: Wrap,
+}
+
+/// The answer to an accepted re-wrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadWrapResponse {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The key the message is now wrapped to.
+    pub recipient_fingerprint: Fingerprint,
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Return events with a sequence number above this one (0: from the start).
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many events (1 to 10,000; default 1,000).
+    #[serde(default = "AuditQuery::default_limit")]
+    pub limit: u32,
+}
+
+impl AuditQuery {
+    /// Largest page the relay returns.
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    const fn default_limit() -> u32 {
+        1000
+    }
+}
+
+// ---- viewer API -------------------------------------------------------------------------------
+
+/// `POST /v1/viewer/open`: the link token from the SMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The token of the SMS link (base64url).
+    pub link: String,
+}
+
+/// Whether the patient has a password yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PatientState {
+    /// Not enrolled: choose a password with these parameters and a fresh salt.
+    New {
+        /// Parameters the relay proposes (the viewer checks them before use).
+        kdf_params: KdfParams,
+    },
+    /// Enrolled: derive with the stored salt and parameters, then unlock.
+    Enrolled {
+        /// Stored parameters.
+        kdf_params: KdfParams,
+        /// Stored salt.
+        salt: Salt,
+    },
+}
+
+/// The answer to opening a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OpenResponse {
+    /// The message behind the link.
+    pub message_id: MessageId,
+    /// The patient.
+    pub recipient_id: RecipientId,
+    /// Who sent it.
+    pub organisation_name: String,
+    /// Sent (Unix seconds).
+    pub created_at: i64,
+    /// Expiry (Unix seconds).
+    pub expires_at: i64,
+    /// The idle timeout the relay enforces on sessions.
+    pub idle_timeout_seconds: u64,
+    /// New or enrolled (flattened: `state` and its fields).
+    #[serde(flatten)]
+    pub patient: PatientState,
+}
+
+/// `POST /v1/viewer/enroll`: what the browser made from the new password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The link that authorises the enrollment.
+    pub link: String,
+    /// Public key and sealed private key.
+    pub bundle: KeyBundle,
+    /// KDF salt.
+    pub salt: Salt,
+    /// KDF parameters.
+    pub kdf_params: KdfParams,
+    /// Hash of the auth key.
+    pub verifier: Verifier,
+}
+
+/// `POST /v1/viewer/unlock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    /// The link token.
+    pub link: String,
+    /// The auth key, base64url (32 bytes).
+    pub proof: String,
+}
+
+/// A live session (answer to unlock, and `GET /v1/viewer/session`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionResponse {
+    /// Session id (salts the session key).
+    pub session_id: SessionId,
+    /// The patient.
+    pub recipient_id: RecipientId,
+    /// The relay's half of the session key, base64url.
+    pub relay_half: String,
+    /// Hard end (Unix seconds).
+    pub expires_at: i64,
+    /// Idle timeout.
+    pub idle_timeout_seconds: u64,
+}
+
+/// One of the patient's live messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageView {
+    /// Its id.
+    pub message_id: MessageId,
+    /// Sender.
+    pub organisation_name: String,
+    /// Sent.
+    pub created_at: i64,
+    /// Expiry.
+    pub expires_at: i64,
+    /// First read receipt.
+    pub read_at: Option<i64>,
+    /// `true` while the sender has not yet wrapped the message to this patient's key.
+    pub awaiting_key: bool,
+    /// The envelope, once wrapped to the patient's key.
+    pub envelope: Option<Envelope>,
+}
+
+/// `GET /v1/viewer/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageList {
+    /// Newest first.
+    pub messages: Vec<MessageView>,
+}
