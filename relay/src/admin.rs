@@ -8,26 +8,45 @@ use rand_core::OsRng;
 use shared::at_rest::DataKey;
 use shared::audit::{AuditEvent, AuditKind};
 use shared::ids::{OrganisationId, RecipientId};
+use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
 
 use crate::config::StorageArgs;
-use crate::error::AppError;
-use crate::phone::Phone;
 use crate::store::audit::{self, Record};
-use crate::store::{Backend, Store, StoreError, messages, orgs, recipients, sessions};
+use crate::store::{Backend, Store, StoreError, Tx, messages, orgs, recipients, sessions};
 
 /// Why an operator command or start-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// Opening or migrating the database failed.
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A command failed.
-    #[error(transparent)]
-    App(#[from] AppError),
     /// The data key is missing or unreadable.
     #[error("data key: {0}")]
     DataKey(String),
+    /// An argument is not acceptable; names the flag.
+    #[error("--{flag}: {reason}")]
+    Input {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The thing the command names does not exist.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The command does not apply to the current state.
+    #[error("{0}")]
+    NotApplicable(&'static str),
+}
+
+impl AdminError {
+    fn input(flag: &'static str, reason: impl ToString) -> Self {
+        Self::Input {
+            flag,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Where the SQLite relay keeps its generated data key: beside the database file.
@@ -88,18 +107,18 @@ fn now() -> i64 {
     crate::state::Clock::System.now()
 }
 
-fn parse_org(text: &str) -> Result<OrganisationId, AppError> {
-    OrganisationId::parse(text).map_err(|_| AppError::invalid("org", "not an organisation id"))
+fn parse_org(text: &str) -> Result<OrganisationId, AdminError> {
+    OrganisationId::parse(text).map_err(|_| AdminError::input("org", "not an organisation id"))
 }
 
 /// Creates an organisation and returns its id.
-pub async fn create_org(store: &Store, name: &str) -> Result<OrganisationId, AppError> {
+pub async fn create_org(store: &Store, name: &str) -> Result<OrganisationId, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 80 {
-        return Err(AppError::invalid("name", "1 to 80 characters"));
+        return Err(AdminError::input("name", "1 to 80 characters"));
     }
     let id = OrganisationId::random(&mut OsRng);
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     orgs::create(&mut conn, id, name, now()).await?;
     Ok(id)
 }
@@ -107,8 +126,8 @@ pub async fn create_org(store: &Store, name: &str) -> Result<OrganisationId, App
 /// Lists organisations as (id, name, key fingerprint).
 pub async fn list_orgs(
     store: &Store,
-) -> Result<Vec<(OrganisationId, String, Option<String>)>, AppError> {
-    let mut conn = store.pool().acquire().await?;
+) -> Result<Vec<(OrganisationId, String, Option<String>)>, AdminError> {
+    let mut conn = store.conn().await?;
     Ok(orgs::list(&mut conn)
         .await?
         .into_iter()
@@ -132,17 +151,21 @@ pub struct NewApiKey {
 }
 
 /// Creates an API key for an organisation.
-pub async fn create_api_key(store: &Store, org: &str, label: &str) -> Result<NewApiKey, AppError> {
+pub async fn create_api_key(
+    store: &Store,
+    org: &str,
+    label: &str,
+) -> Result<NewApiKey, AdminError> {
     let org = parse_org(org)?;
     let token = Token::random(&mut OsRng);
     let id = format!(
         "key_{}",
         &hex::encode(token.hash(TokenKind::ApiKey).as_bytes())[..12]
     );
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin().await?;
     orgs::get(&mut tx, org)
         .await?
-        .ok_or(AppError::NotFound("no such organisation"))?;
+        .ok_or(AdminError::NotFound("no such organisation"))?;
     orgs::create_api_key(
         &mut tx,
         &id,
@@ -160,7 +183,7 @@ pub async fn create_api_key(store: &Store, org: &str, label: &str) -> Result<New
         recipient: None,
         detail: &detail,
     };
-    audit::append(&mut tx, store.backend(), record, now()).await?;
+    audit::append(&mut tx, record, now()).await?;
     tx.commit().await?;
     Ok(NewApiKey {
         id,
@@ -169,11 +192,11 @@ pub async fn create_api_key(store: &Store, org: &str, label: &str) -> Result<New
 }
 
 /// Revokes an API key.
-pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AppError> {
-    let mut tx = store.pool().begin().await?;
+pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AdminError> {
+    let mut tx = store.begin().await?;
     let org = orgs::revoke_api_key(&mut tx, id, now())
         .await?
-        .ok_or(AppError::NotFound("no live API key with this id"))?;
+        .ok_or(AdminError::NotFound("no live API key with this id"))?;
     let detail = format!("key={id}");
     let record = Record {
         organisation: org,
@@ -182,30 +205,29 @@ pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AppError> {
         recipient: None,
         detail: &detail,
     };
-    audit::append(&mut tx, store.backend(), record, now()).await?;
+    audit::append(&mut tx, record, now()).await?;
     tx.commit().await?;
     Ok(())
 }
 
 async fn recipient_by_phone(
-    tx: &mut crate::store::Tx<'_>,
+    tx: &mut Tx,
     key: &DataKey,
     phone: &str,
-) -> Result<RecipientId, AppError> {
-    let phone = Phone::parse(phone)?;
+) -> Result<RecipientId, AdminError> {
+    let phone = PhoneNumber::parse(phone).map_err(|e| AdminError::input("phone", e))?;
     Ok(recipients::find_by_phone(tx, &phone.lookup(key))
         .await?
-        .ok_or(AppError::NotFound("no patient with this phone number"))?
+        .ok_or(AdminError::NotFound("no patient with this phone number"))?
         .id)
 }
 
 async fn audit_patient_event(
-    tx: &mut crate::store::Tx<'_>,
-    backend: Backend,
+    tx: &mut Tx,
     recipient: RecipientId,
     kind: AuditKind,
     detail: &str,
-) -> Result<(), AppError> {
+) -> Result<(), AdminError> {
     for organisation in messages::organisations_of_recipient(tx, recipient).await? {
         let record = Record {
             organisation,
@@ -214,50 +236,40 @@ async fn audit_patient_event(
             recipient: Some(recipient),
             detail,
         };
-        audit::append(tx, backend, record, now()).await?;
+        audit::append(tx, record, now()).await?;
     }
     Ok(())
 }
 
 /// Ends every session of the patient: their devices' sealed blobs become useless. Returns how
 /// many sessions were live.
-pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Result<u64, AppError> {
-    let mut tx = store.pool().begin().await?;
+pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Result<u64, AdminError> {
+    let mut tx = store.begin().await?;
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
     let ended = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
     let detail = format!("sessions={ended}");
-    audit_patient_event(
-        &mut tx,
-        store.backend(),
-        recipient,
-        AuditKind::SessionRevoked,
-        &detail,
-    )
-    .await?;
+    audit_patient_event(&mut tx, recipient, AuditKind::SessionRevoked, &detail).await?;
     tx.commit().await?;
     Ok(ended)
 }
 
 /// Forgets the patient's enrollment and ends their sessions.
-pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Result<(), AppError> {
-    let mut tx = store.pool().begin().await?;
+pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Result<(), AdminError> {
+    let mut tx = store.begin().await?;
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
     if !recipients::reset_enrollment(&mut tx, recipient).await? {
-        return Err(AppError::Conflict {
-            code: "not_enrolled",
-            message: "the patient has not enrolled",
-        });
+        return Err(AdminError::NotApplicable("the patient has not enrolled"));
     }
     sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
-    audit_patient_event(&mut tx, store.backend(), recipient, AuditKind::KeyReset, "").await?;
+    audit_patient_event(&mut tx, recipient, AuditKind::KeyReset, "").await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Every audit event of an organisation, oldest first.
-pub async fn audit_events(store: &Store, org: &str) -> Result<Vec<AuditEvent>, AppError> {
+pub async fn audit_events(store: &Store, org: &str) -> Result<Vec<AuditEvent>, AdminError> {
     let org = parse_org(org)?;
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     let mut events = Vec::new();
     loop {
         let after = events.last().map_or(0, |e: &AuditEvent| e.seq);

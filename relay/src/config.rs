@@ -7,8 +7,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::limits::Limits;
 
 /// A string that must never be printed.
 #[derive(Clone, Default)]
@@ -246,56 +249,94 @@ pub struct ServeArgs {
 
     /// Lifetimes and limits.
     #[command(flatten)]
-    pub limits: Limits,
+    pub limits: LimitArgs,
 }
 
-/// Lifetimes, limits and job intervals.
+/// Lifetimes and limits as flags; the defaults shown are [`Limits::DEFAULT`].
 #[derive(Debug, Clone, Args)]
-pub struct Limits {
+pub struct LimitArgs {
     /// Viewer sessions end after this long, whatever the activity (seconds).
-    #[arg(long, env = "RELAY_SESSION_MAX_SECONDS", default_value_t = 3600)]
+    #[arg(long, env = "RELAY_SESSION_MAX_SECONDS", default_value_t = D.session_max.as_secs())]
     pub session_max_seconds: u64,
 
     /// Viewer sessions end after this long without a request (seconds); the viewer locks itself
     /// after the same time.
-    #[arg(long, env = "RELAY_SESSION_IDLE_SECONDS", default_value_t = 300)]
+    #[arg(long, env = "RELAY_SESSION_IDLE_SECONDS", default_value_t = D.session_idle.as_secs())]
     pub session_idle_seconds: u64,
 
     /// Longest message lifetime a sender may ask for (seconds).
-    #[arg(long, env = "RELAY_MESSAGE_MAX_LIFETIME_SECONDS", default_value_t = 30 * 24 * 3600)]
+    #[arg(
+        long,
+        env = "RELAY_MESSAGE_MAX_LIFETIME_SECONDS",
+        default_value_t = D.message_max_lifetime.as_secs()
+    )]
     pub message_max_lifetime_seconds: u64,
 
     /// Failed unlocks per patient before the first lockout.
-    #[arg(long, env = "RELAY_UNLOCK_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "RELAY_UNLOCK_ATTEMPTS", default_value_t = D.unlock_attempts)]
     pub unlock_attempts: u32,
 
     /// First lockout (seconds); each further lockout doubles it, up to a day.
-    #[arg(long, env = "RELAY_LOCKOUT_SECONDS", default_value_t = 60)]
+    #[arg(long, env = "RELAY_LOCKOUT_SECONDS", default_value_t = D.first_lockout.as_secs())]
     pub lockout_seconds: u64,
 
     /// Failed unlocks from one client address (any patient) before it is locked out.
-    #[arg(long, env = "RELAY_ADDRESS_UNLOCK_ATTEMPTS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "RELAY_ADDRESS_UNLOCK_ATTEMPTS",
+        default_value_t = D.address_unlock_attempts
+    )]
     pub address_unlock_attempts: u32,
 
     /// Messages one API key may submit per minute.
-    #[arg(long, env = "RELAY_SEND_RATE_PER_MINUTE", default_value_t = 120)]
+    #[arg(long, env = "RELAY_SEND_RATE_PER_MINUTE", default_value_t = D.send_rate_per_minute)]
     pub send_rate_per_minute: u32,
 
     /// Largest request body accepted (bytes).
-    #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = D.max_body_bytes)]
     pub max_body_bytes: usize,
 
     /// How often the SMS outbox is polled when idle (milliseconds).
-    #[arg(long, env = "RELAY_OUTBOX_POLL_MS", default_value_t = 1000)]
+    #[arg(long, env = "RELAY_OUTBOX_POLL_MS", default_value_t = millis(D.outbox_poll))]
     pub outbox_poll_ms: u64,
 
     /// Attempts to deliver an SMS before it is marked failed.
-    #[arg(long, env = "RELAY_SMS_MAX_ATTEMPTS", default_value_t = 8)]
+    #[arg(long, env = "RELAY_SMS_MAX_ATTEMPTS", default_value_t = D.sms_max_attempts)]
     pub sms_max_attempts: u32,
 
     /// How often expired and revoked ciphertext is purged (seconds).
-    #[arg(long, env = "RELAY_PURGE_INTERVAL_SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "RELAY_PURGE_INTERVAL_SECONDS",
+        default_value_t = D.purge_interval.as_secs()
+    )]
     pub purge_interval_seconds: u64,
+}
+
+const D: Limits = Limits::DEFAULT;
+
+const fn millis(duration: Duration) -> u64 {
+    // Durations of the defaults are far below u64::MAX milliseconds.
+    duration.as_millis() as u64
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(args: &LimitArgs) -> Self {
+        Self {
+            session_max: Duration::from_secs(args.session_max_seconds),
+            session_idle: Duration::from_secs(args.session_idle_seconds),
+            message_max_lifetime: Duration::from_secs(args.message_max_lifetime_seconds),
+            unlock_attempts: args.unlock_attempts,
+            first_lockout: Duration::from_secs(args.lockout_seconds),
+            address_unlock_attempts: args.address_unlock_attempts,
+            send_rate_per_minute: args.send_rate_per_minute,
+            max_body_bytes: args.max_body_bytes,
+            outbox_poll: Duration::from_millis(args.outbox_poll_ms),
+            sms_max_attempts: args.sms_max_attempts,
+            purge_interval: Duration::from_secs(args.purge_interval_seconds),
+            ..Limits::DEFAULT
+        }
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +356,15 @@ mod tests {
         let printed = format!("{cli:?}");
         assert!(!printed.contains("secret-value"), "{printed}");
         assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let Command::Serve(args) = Cli::parse_from(["relay", "serve"]).command else {
+            panic!("serve");
+        };
+        let limits = Limits::from(&args.limits);
+        let defaults = Limits::DEFAULT;
+        assert_eq!(format!("{limits:?}"), format!("{defaults:?}"));
     }
 }

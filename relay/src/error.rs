@@ -1,13 +1,17 @@
 //! The relay's one error type and its HTTP mapping.
 //!
-//! Every failure becomes a status and a JSON body `{"error": code, "message": text}`. Client
-//! errors say precisely what was wrong; server errors say only "internal error" and the detail
-//! goes to the log (never to the client), tagged with the request id.
+//! Every failure becomes a status and the shared JSON body `shared::api::ErrorBody`
+//! (`{"error": code, "message": text, …}`); the status comes from the code
+//! ([`ErrorCode::http_status`]), so the relay, its OpenAPI document and the clients agree.
+//! Client errors say precisely what was wrong; server errors say only "internal error" and the
+//! detail goes to the log (never to the client), tagged with the request id.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use shared::api::{ErrorBody, ErrorCode};
+
+use crate::store::StoreError;
 
 /// Everything an API request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -38,19 +42,12 @@ pub enum AppError {
     /// The endpoint exists but not with this method.
     #[error("this endpoint does not accept this method")]
     MethodNotAllowed,
-    /// The resource is gone for good (revoked, expired).
+    /// The request conflicts with the resource's state (409), or the resource has ended (410);
+    /// the code says which.
     #[error("{message}")]
-    Gone {
-        /// Machine code, e.g. `message_revoked`.
-        code: &'static str,
-        /// Human text.
-        message: &'static str,
-    },
-    /// The request conflicts with the current state.
-    #[error("{message}")]
-    Conflict {
-        /// Machine code, e.g. `already_enrolled`.
-        code: &'static str,
+    Refused {
+        /// Machine code, e.g. `already_enrolled`, `message_revoked`.
+        code: ErrorCode,
         /// Human text.
         message: &'static str,
     },
@@ -63,14 +60,14 @@ pub enum AppError {
     /// Too many attempts or requests; retry after the given number of seconds.
     #[error("{message}")]
     TooMany {
-        /// Machine code: `locked_out` or `rate_limited`.
-        code: &'static str,
+        /// `locked_out` or `rate_limited`.
+        code: ErrorCode,
         /// Human text.
         message: &'static str,
         /// Seconds until a retry can succeed.
         retry_after: u64,
     },
-    /// A dependency is not available (viewer not built, database down for readiness).
+    /// A dependency is not available (viewer not built, database down); retrying may succeed.
     #[error("{0}")]
     Unavailable(&'static str),
     /// Anything unexpected; detail is logged, not returned.
@@ -87,59 +84,44 @@ impl AppError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The wire code of this error.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::Gone { code, .. } => (StatusCode::GONE, code),
-            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            Self::WrongPassword { .. } => (StatusCode::UNAUTHORIZED, "wrong_password"),
-            Self::TooMany { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Invalid { .. } => ErrorCode::Invalid,
+            Self::BodyTooLarge => ErrorCode::BodyTooLarge,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Refused { code, .. } | Self::TooMany { code, .. } => *code,
+            Self::WrongPassword { .. } => ErrorCode::WrongPassword,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Internal(format!("database: {error}"))
+/// The one place where storage failures meet HTTP: an unreachable database is a 503 the client
+/// may retry; anything else is an internal error whose detail stays in the log.
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(error) => {
+                tracing::warn!(%error, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry shortly")
+            }
+            error => Self::Internal(error.to_string()),
+        }
     }
-}
-
-impl From<shared::Error> for AppError {
-    fn from(error: shared::Error) -> Self {
-        Self::BadRequest(error.to_string())
-    }
-}
-
-/// The JSON error body.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    /// Machine-readable code.
-    pub error: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-    /// Field at fault, for validation errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'static str>,
-    /// Attempts left before lockout, for a wrong password.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempts_left: Option<u32>,
-    /// Seconds to wait, for lockouts and rate limits.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && !matches!(self, Self::Unavailable(_)) {
+        let code = self.code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = if let Self::Internal(_) = self {
             tracing::error!(error = %self, "request failed");
             "internal error".to_owned()
         } else {
@@ -153,7 +135,7 @@ impl IntoResponse for AppError {
             error: code,
             message,
             field: match &self {
-                Self::Invalid { field, .. } => Some(field),
+                Self::Invalid { field, .. } => Some((*field).to_owned()),
                 _ => None,
             },
             attempts_left: match &self {

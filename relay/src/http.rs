@@ -105,7 +105,6 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
             "max-age=63072000; includeSubDomains",
         );
     }
-    state.metrics().count_status(response.status().as_u16());
     response
 }
 

@@ -3,24 +3,58 @@
 //! Both are safe to run on several relay instances against one PostgreSQL database: outbox rows
 //! are claimed with a lease by an atomic conditional update, and the purge statements are
 //! idempotent.
+//!
+//! # Supervision
+//! [`supervise`] runs each job; a job that panics or returns before shutdown is logged, counted
+//! (`securetext_job_restarts_total`) and restarted after a second. Restarting in-process keeps
+//! the relay serving while the job recovers; a lease-claimed SMS of a crashed attempt is
+//! retried once its lease ends, so nothing is lost or sent twice by the restart itself.
 
+use std::future::Future;
 use std::time::Duration;
 
 use shared::audit::AuditKind;
 use tokio::sync::watch;
 
-use crate::error::AppError;
+use crate::limits::seconds;
 use crate::metrics::Metrics;
-use crate::phone::Phone;
 use crate::sms::{OutgoingSms, SmsError};
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
-use crate::store::{messages, outbox, sessions, throttle};
+use crate::store::{StoreResult, messages, outbox, sessions, throttle};
 
-/// Purpose label of sealed SMS bodies.
-pub const SMS_BODY: &str = "sms-body";
-/// How long a claimed SMS is reserved for the instance sending it.
-const CLAIM_LEASE_SECONDS: i64 = 60;
+/// Pause before a crashed job is restarted.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs `job` until `shutdown` flips, restarting it whenever it panics or ends early.
+pub async fn supervise<F, Fut>(
+    name: &'static str,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+    job: F,
+) where
+    F: Fn(AppState, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let outcome = tokio::spawn(job(state.clone(), shutdown.clone())).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match outcome {
+            Ok(()) => tracing::error!(job = name, "background job ended unexpectedly; restarting"),
+            Err(error) => {
+                tracing::error!(job = name, %error, "background job failed; restarting");
+            }
+        }
+        Metrics::inc(&state.metrics().job_restarts);
+        let mut shutdown = shutdown.clone();
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(RESTART_DELAY) => {}
+        }
+    }
+}
 
 /// Delay before retry `attempt` (1-based): 2, 4, 8 … seconds, at most 10 minutes.
 pub fn backoff_seconds(attempt: u32) -> i64 {
@@ -29,7 +63,7 @@ pub fn backoff_seconds(attempt: u32) -> i64 {
 
 /// Sends due SMS until `shutdown` flips, waking on new messages or every poll interval.
 pub async fn run_outbox(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let poll = Duration::from_millis(state.settings().limits.outbox_poll_ms);
+    let poll = state.settings().limits.outbox_poll;
     loop {
         loop {
             match send_one(&state).await {
@@ -50,22 +84,28 @@ pub async fn run_outbox(state: AppState, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Claims and sends one due SMS; `false` when none is due.
-pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
+pub async fn send_one(state: &AppState) -> StoreResult<bool> {
     let now = state.now();
-    let mut conn = state.store().pool().acquire().await?;
-    let Some(row) = outbox::claim_due(&mut conn, now, CLAIM_LEASE_SECONDS).await? else {
+    let limits = &state.settings().limits;
+    let mut conn = state.store().conn().await?;
+    let Some(row) = outbox::claim_due(&mut conn, now, seconds(limits.outbox_lease)).await? else {
         return Ok(false);
     };
     drop(conn);
-    let result = match open_sms(state, &row) {
+    let opened = row.open(state.data_key()).map(|(to, body)| OutgoingSms {
+        to: to.as_str().to_owned(),
+        body: body.to_string(),
+        reference: row.id.clone(),
+    });
+    let result = match opened {
         Ok(sms) => state.sms().send(&sms).await,
         // Stored data that does not open (another data key, a damaged row) will never open:
         // fail the SMS for good instead of retrying it forever.
         Err(error) => Err(SmsError::Permanent(error.to_string())),
     };
     let now = state.now();
-    let max_attempts = state.settings().limits.sms_max_attempts;
-    let mut tx = state.store().pool().begin().await?;
+    let max_attempts = limits.sms_max_attempts;
+    let mut tx = state.store().begin().await?;
     let (kind, detail) = match &result {
         Ok(accepted) => {
             outbox::mark_sent(&mut tx, &row.id, &accepted.provider_id).await?;
@@ -100,30 +140,19 @@ pub async fn send_one(state: &AppState) -> Result<bool, AppError> {
             recipient: None,
             detail: &detail,
         };
-        audit::append(&mut tx, state.store().backend(), record, now).await?;
+        audit::append(&mut tx, record, now).await?;
     }
     tx.commit().await?;
     Ok(true)
 }
 
-/// Decrypts a queued SMS's number and text.
-fn open_sms(state: &AppState, row: &outbox::OutboxRow) -> Result<OutgoingSms, AppError> {
-    let key = state.data_key();
-    let to = Phone::open(key, &row.to_sealed)?;
-    let body = key
-        .open(SMS_BODY, &row.body_sealed)
-        .map_err(|_| AppError::Internal("queued SMS body does not open".into()))?;
-    Ok(OutgoingSms {
-        to: to.as_str().to_owned(),
-        body: String::from_utf8(body.to_vec())
-            .map_err(|_| AppError::Internal("queued SMS body is not UTF-8".into()))?,
-        reference: row.id.clone(),
-    })
-}
-
 /// Purges on an interval until `shutdown` flips.
 pub async fn run_purge(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let interval = Duration::from_secs(state.settings().limits.purge_interval_seconds.max(1));
+    let interval = state
+        .settings()
+        .limits
+        .purge_interval
+        .max(Duration::from_secs(1));
     loop {
         if let Err(error) = purge_once(&state).await {
             tracing::error!(%error, "purge job");
@@ -137,14 +166,14 @@ pub async fn run_purge(state: AppState, mut shutdown: watch::Receiver<bool>) {
 
 /// Expires due messages (purging their ciphertext), purges revoked ciphertext, ends stale
 /// sessions (destroying their relay halves) and forgets old throttle counters.
-pub async fn purge_once(state: &AppState) -> Result<(), AppError> {
+pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let now = state.now();
-    let idle = i64::try_from(state.settings().limits.session_idle_seconds).unwrap_or(300);
-    let mut tx = state.store().pool().begin().await?;
+    let idle = seconds(state.settings().limits.session_idle);
+    let mut tx = state.store().begin().await?;
     let expired = messages::expire_due(&mut tx, now).await?;
     for (message, organisation, recipient) in &expired {
         let record = Record::message(*organisation, AuditKind::Expired, *message, *recipient);
-        audit::append(&mut tx, state.store().backend(), record, now).await?;
+        audit::append(&mut tx, record, now).await?;
     }
     let revoked = messages::purge_revoked(&mut tx).await?;
     outbox::cancel_for_ended_messages(&mut tx, now).await?;

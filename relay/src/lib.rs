@@ -18,8 +18,8 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
-pub mod phone;
 pub mod sms;
 pub mod state;
 pub mod store;
@@ -37,17 +37,18 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
-/// The relay's router: every route, the security headers and the request tracing.
+/// The relay's router: every route, the security headers, the metrics and the request tracing.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     // The viewer's files, `/` included (ServeDir answers a directory with its index.html).
     let viewer_assets = ServeDir::new(&state.settings().viewer_dir)
         .not_found_service(axum::routing::any(http::not_found).with_state(state.clone()));
-    Router::new()
-        .merge(api::sender::routes())
-        .merge(api::viewer::routes())
-        .merge(api::sms_callback::routes())
-        .merge(api::ops::routes())
+    let (routes, openapi) = api::routes();
+    let openapi = openapi
+        .to_json()
+        .expect("the generated OpenAPI document serializes");
+    routes
+        .layer(axum::Extension(api::ops::OpenApiJson(openapi.into())))
         .fallback_service(viewer_assets)
         .method_not_allowed_fallback(|| async { error::AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(
@@ -56,6 +57,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_responses,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(http::request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -71,8 +76,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let outbox = tokio::spawn(jobs::run_outbox(state.clone(), stopped.clone()));
-    let purge = tokio::spawn(jobs::run_purge(state.clone(), stopped));
+    let outbox = tokio::spawn(jobs::supervise(
+        "outbox",
+        state.clone(),
+        stopped.clone(),
+        jobs::run_outbox,
+    ));
+    let purge = tokio::spawn(jobs::supervise(
+        "purge",
+        state.clone(),
+        stopped,
+        jobs::run_purge,
+    ));
     let served = serve_http(listener, state.clone(), shutdown).await;
     let _ = stop.send(true);
     let _ = tokio::join!(outbox, purge);

@@ -112,7 +112,7 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         tls: args.public_url.scheme() == "https",
         public_url,
         viewer_dir: args.viewer_dir.clone(),
-        limits: args.limits.clone(),
+        limits: (&args.limits).into(),
         trust_forwarded_for: args.trust_forwarded_for,
         twilio_auth_token,
     };

@@ -3,6 +3,20 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::state::AppState;
+
+/// Middleware counting every response by status class (its own layer, outermost but for
+/// tracing, so that rejections and fallbacks are counted too).
+pub async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    state.metrics().count_status(response.status().as_u16());
+    response
+}
+
 /// The relay's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -22,6 +36,8 @@ pub struct Metrics {
     pub unlock_failures: AtomicU64,
     /// Successful unlocks.
     pub unlocks: AtomicU64,
+    /// Background jobs restarted after a panic or an early end.
+    pub job_restarts: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +88,11 @@ impl Metrics {
                 "securetext_unlocks_total",
                 "Successful unlocks.",
                 Some(&self.unlocks),
+            ),
+            (
+                "securetext_job_restarts_total",
+                "Background jobs restarted after a panic or an early end.",
+                Some(&self.job_restarts),
             ),
         ];
         for (name, help, counter) in counters {

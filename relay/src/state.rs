@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use shared::at_rest::DataKey;
 use tokio::sync::Notify;
 
-use crate::config::{Limits, Secret};
+use crate::config::Secret;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::sms::SmsProvider;
 use crate::store::Store;

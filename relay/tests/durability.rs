@@ -255,7 +255,7 @@ async fn altered_audit_records_fail_verification() {
             .bind(serde_json::to_string(&altered).unwrap())
             .bind(&org)
             .bind(i64::try_from(victim.seq).unwrap())
-            .execute(relay.state.store().pool())
+            .execute(&mut *relay.state.store().conn().await.unwrap())
             .await
             .unwrap();
         let tampered = relay::admin::audit_events(relay.state.store(), &org)
@@ -270,7 +270,7 @@ async fn altered_audit_records_fail_verification() {
         sqlx::query("DELETE FROM audit_events WHERE organisation_id = $1 AND seq = $2")
             .bind(&org)
             .bind(i64::try_from(victim.seq).unwrap())
-            .execute(relay.state.store().pool())
+            .execute(&mut *relay.state.store().conn().await.unwrap())
             .await
             .unwrap();
         let gapped = relay::admin::audit_events(relay.state.store(), &org)

@@ -50,19 +50,11 @@ fn organisation_key() -> PrivateKey {
 
 /// `relay serve`'s defaults, except generous address and send limits (many attempts from one
 /// test address are expected).
-fn limits() -> relay::config::Limits {
-    relay::config::Limits {
-        session_max_seconds: 3600,
-        session_idle_seconds: 300,
-        message_max_lifetime_seconds: 30 * 24 * 3600,
-        unlock_attempts: 5,
-        lockout_seconds: 60,
+fn limits() -> relay::limits::Limits {
+    relay::limits::Limits {
         address_unlock_attempts: 1000,
         send_rate_per_minute: 1000,
-        max_body_bytes: 256 * 1024,
-        outbox_poll_ms: 1000,
-        sms_max_attempts: 8,
-        purge_interval_seconds: 60,
+        ..relay::limits::Limits::DEFAULT
     }
 }
 

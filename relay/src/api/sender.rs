@@ -4,41 +4,54 @@
 //! organisation, and any message, wrap or log of another organisation is invisible (404) or
 //! refused (403).
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use rand_core::OsRng;
-use serde::{Deserialize, Serialize};
-use shared::audit::{AuditEvent, AuditKind};
-use shared::envelope::{Direction, Envelope, Wrap, WrapRole};
+use shared::api::{
+    AuditQuery, ErrorBody, ErrorCode, LookupRequest, OrganisationView, PendingRewrap,
+    PendingRewraps, RecipientView, RegisterKeyRequest, RevokeResponse, StatusView, SubmitRequest,
+    SubmitResponse, SubmitStatus, UploadWrapRequest, UploadWrapResponse,
+};
+use shared::audit::AuditKind;
+use shared::envelope::{Direction, Envelope, WrapRole};
 use shared::ids::{MessageId, RecipientId};
-use shared::keys::{Fingerprint, PublicKey};
+use shared::keys::PublicKey;
+use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
+use sqlx::AnyConnection;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiResult, AppError};
 use crate::http::{ApiJson, ApiPath};
-use crate::phone::Phone;
+use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::messages::{self, MessageStatus, NewMessage, StoredMessage};
 use crate::store::orgs::{self, Organisation};
-use crate::store::{outbox, recipients, throttle};
+use crate::store::outbox::{self, SealedSms};
+use crate::store::{recipients, throttle};
 
-/// The sender API routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/organisation", get(organisation))
-        .route("/v1/organisation/key", put(register_key))
-        .route("/v1/recipients/lookup", post(lookup_recipient))
-        .route("/v1/messages", post(submit))
-        .route("/v1/messages/{id}", get(status))
-        .route("/v1/messages/{id}/revoke", post(revoke))
-        .route("/v1/messages/{id}/recipient-wrap", put(upload_wrap))
-        .route("/v1/rewraps", get(pending_rewraps))
-        .route("/v1/audit", get(audit_log))
+/// The sender API routes, with their OpenAPI descriptions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(organisation))
+        .routes(routes!(register_key))
+        .routes(routes!(lookup_recipient))
+        .routes(routes!(submit))
+        .routes(routes!(status))
+        .routes(routes!(revoke))
+        .routes(routes!(upload_wrap))
+        .routes(routes!(pending_rewraps))
+        .routes(routes!(audit_log))
+}
+
+/// Parses a phone number field with the shared E.164 rule, naming the field on failure.
+fn phone_field(field: &'static str, text: &str) -> ApiResult<PhoneNumber> {
+    PhoneNumber::parse(text).map_err(|e| AppError::invalid(field, e.to_string()))
 }
 
 /// The organisation behind the request's API key.
@@ -65,7 +78,7 @@ impl FromRequestParts<AppState> for Sender {
             .strip_prefix("Bearer ")
             .and_then(|k| Token::from_base64url(k.trim()).ok())
             .ok_or(AppError::Unauthorized("malformed API key"))?;
-        let mut conn = state.store().pool().acquire().await?;
+        let mut conn = state.store().conn().await?;
         let owner = orgs::api_key_owner(&mut conn, &key.hash(TokenKind::ApiKey))
             .await?
             .ok_or(AppError::Unauthorized("unknown or revoked API key"))?;
@@ -76,39 +89,43 @@ impl FromRequestParts<AppState> for Sender {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct OrganisationView {
-    id: String,
-    display_name: String,
-    public_key: Option<PublicKey>,
-    fingerprint: Option<Fingerprint>,
-}
-
-async fn organisation(sender: Sender) -> Json<OrganisationView> {
-    let org = sender.organisation;
-    Json(OrganisationView {
-        id: org.id.to_string(),
+fn organisation_view(org: Organisation) -> OrganisationView {
+    OrganisationView {
+        id: org.id,
         display_name: org.display_name,
         fingerprint: org.public_key.as_ref().map(PublicKey::fingerprint),
         public_key: org.public_key,
-    })
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterKey {
-    public_key: PublicKey,
+/// The organisation behind the API key.
+#[utoipa::path(get, path = "/v1/organisation", tag = "sender", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The organisation.", body = OrganisationView),
+        (status = 401, description = "Missing, malformed, unknown or revoked API key.", body = ErrorBody),
+    ))]
+async fn organisation(sender: Sender) -> Json<OrganisationView> {
+    Json(organisation_view(sender.organisation))
 }
 
+/// Registers (or replaces) the organisation's public key, to which every message is also
+/// wrapped.
+#[utoipa::path(put, path = "/v1/organisation/key", tag = "sender", security(("api_key" = [])),
+    request_body = RegisterKeyRequest,
+    responses(
+        (status = 200, description = "The organisation with its key.", body = OrganisationView),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 422, description = "Not an acceptable RSA key (`invalid`).", body = ErrorBody),
+    ))]
 async fn register_key(
     State(state): State<AppState>,
     sender: Sender,
-    ApiJson(body): ApiJson<RegisterKey>,
+    ApiJson(body): ApiJson<RegisterKeyRequest>,
 ) -> ApiResult<Json<OrganisationView>> {
     let now = state.now();
-    let org = &sender.organisation;
+    let mut org = sender.organisation;
     let fingerprint = body.public_key.fingerprint();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     orgs::set_public_key(&mut tx, org.id, &body.public_key).await?;
     let detail = format!("fingerprint={fingerprint}");
     let record = Record {
@@ -118,44 +135,30 @@ async fn register_key(
         recipient: None,
         detail: &detail,
     };
-    audit::append(&mut tx, state.store().backend(), record, now).await?;
+    audit::append(&mut tx, record, now).await?;
     tx.commit().await?;
     tracing::info!(organisation = %org.id, %fingerprint, "organisation key registered");
-    Ok(Json(OrganisationView {
-        id: org.id.to_string(),
-        display_name: org.display_name.clone(),
-        public_key: Some(body.public_key),
-        fingerprint: Some(fingerprint),
-    }))
+    org.public_key = Some(body.public_key);
+    Ok(Json(organisation_view(org)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LookupRequest {
-    phone: String,
-}
-
-#[derive(Debug, Serialize)]
-struct RecipientView {
-    recipient_id: RecipientId,
-    public_key: PublicKey,
-    fingerprint: Fingerprint,
-    enrolled_at: i64,
-}
-
-/// The phone number travels in the body, not the URL, so it never lands in access logs.
+/// An enrolled patient's key. The phone number travels in the body, not the URL, so it never
+/// lands in access logs.
+#[utoipa::path(post, path = "/v1/recipients/lookup", tag = "sender", security(("api_key" = [])),
+    request_body = LookupRequest,
+    responses(
+        (status = 200, description = "The patient's key.", body = RecipientView),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 404, description = "No enrolled patient with this number.", body = ErrorBody),
+        (status = 422, description = "Not an E.164 number (`invalid`, field `phone`).", body = ErrorBody),
+    ))]
 async fn lookup_recipient(
     State(state): State<AppState>,
     _sender: Sender,
     ApiJson(body): ApiJson<LookupRequest>,
 ) -> ApiResult<Json<RecipientView>> {
-    let phone = Phone::parse(&body.phone).map_err(|_| {
-        AppError::invalid(
-            "phone",
-            "phone number must be in E.164 form, e.g. +15551234567",
-        )
-    })?;
-    let mut conn = state.store().pool().acquire().await?;
+    let phone = phone_field("phone", &body.phone)?;
+    let mut conn = state.store().conn().await?;
     let recipient = recipients::find_by_phone(&mut conn, &phone.lookup(state.data_key()))
         .await?
         .and_then(|r| r.enrollment.map(|e| (r.id, e)))
@@ -169,35 +172,12 @@ async fn lookup_recipient(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitRequest {
-    to: String,
-    envelope: Envelope,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct SubmitResponse {
-    message_id: MessageId,
-    recipient_id: RecipientId,
-    status: &'static str,
-    expires_at: i64,
-}
-
-impl SubmitResponse {
-    fn of(message: &StoredMessage, now: i64) -> Self {
-        Self {
-            message_id: message.id,
-            recipient_id: message.recipient_id,
-            status: match message.status_at(now) {
-                MessageStatus::Active => "queued",
-                MessageStatus::Revoked => "revoked",
-                MessageStatus::Expired => "expired",
-            },
-            expires_at: message.expires_at,
-        }
+fn submit_response(message: &StoredMessage, now: i64) -> SubmitResponse {
+    SubmitResponse {
+        message_id: message.id,
+        recipient_id: message.recipient_id,
+        status: message.status_at(now).into(),
+        expires_at: message.expires_at,
     }
 }
 
@@ -223,8 +203,8 @@ fn check_envelope(
             "only organisation-to-patient messages can be submitted here",
         ));
     }
-    let org_key = org.public_key.as_ref().ok_or(AppError::Conflict {
-        code: "organisation_key_missing",
+    let org_key = org.public_key.as_ref().ok_or(AppError::Refused {
+        code: ErrorCode::OrganisationKeyMissing,
         message: "register the organisation's public key first (PUT /v1/organisation/key)",
     })?;
     let org_wrap = envelope
@@ -236,7 +216,7 @@ fn check_envelope(
             "the organisation wrap is not for the organisation's registered key",
         ));
     }
-    if header.expires_at <= now {
+    if header.is_expired(now) {
         return Err(AppError::invalid(
             "envelope",
             "the message has already expired",
@@ -256,7 +236,7 @@ fn check_envelope(
 
 /// Refuses the request once the API key has used its sends for this minute.
 async fn check_send_rate(
-    tx: &mut crate::store::Tx<'_>,
+    tx: &mut AnyConnection,
     state: &AppState,
     sender: &Sender,
     now: i64,
@@ -265,7 +245,7 @@ async fn check_send_rate(
     let key = format!("send:{}:{}", sender.key_id, now / 60);
     if throttle::increment(tx, &key, now).await? > limit {
         return Err(AppError::TooMany {
-            code: "rate_limited",
+            code: ErrorCode::RateLimited,
             message: "too many messages from this API key; retry after the indicated time",
             retry_after: u64::try_from(60 - now.rem_euclid(60)).unwrap_or(60),
         });
@@ -279,6 +259,19 @@ pub fn sms_body(organisation_name: &str, link: &str) -> String {
     format!("{name}: you have a secure message. Open {link}")
 }
 
+/// Accepts a sealed message for a phone number and queues its SMS, in one transaction.
+#[utoipa::path(post, path = "/v1/messages", tag = "sender", security(("api_key" = [])),
+    request_body = SubmitRequest,
+    responses(
+        (status = 201, description = "Accepted and queued.", body = SubmitResponse),
+        (status = 200, description = "An idempotent retry: the original answer.", body = SubmitResponse),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 403, description = "The envelope names another organisation.", body = ErrorBody),
+        (status = 409, description = "`organisation_key_missing`, `duplicate_message`, `idempotency_key_reused` or `recipient_key_changed`.", body = ErrorBody),
+        (status = 413, description = "Body too large.", body = ErrorBody),
+        (status = 422, description = "A field is not acceptable (`invalid`, see `field`).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `retry_after`.", body = ErrorBody),
+    ))]
 async fn submit(
     State(state): State<AppState>,
     sender: Sender,
@@ -286,7 +279,7 @@ async fn submit(
 ) -> ApiResult<Response> {
     let now = state.now();
     let org = &sender.organisation;
-    let phone = Phone::parse(&body.to)?;
+    let phone = phone_field("to", &body.to)?;
     if let Some(key) = &body.idempotency_key
         && (key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()))
     {
@@ -295,36 +288,32 @@ async fn submit(
             "1 to 200 printable ASCII characters",
         ));
     }
-    let max_lifetime =
-        i64::try_from(state.settings().limits.message_max_lifetime_seconds).unwrap_or(i64::MAX);
+    let max_lifetime = seconds(state.settings().limits.message_max_lifetime);
     let header = body.envelope.header;
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     // A retry of an accepted submission gets the original answer, even if the envelope would
     // no longer pass today's checks (it expired meanwhile, the organisation key rotated).
     if let Some(key) = &body.idempotency_key
         && let Some(existing) = messages::by_idempotency_key(&mut tx, org.id, key).await?
     {
         if existing.id != header.message_id {
-            return Err(AppError::Conflict {
-                code: "idempotency_key_reused",
+            return Err(AppError::Refused {
+                code: ErrorCode::IdempotencyKeyReused,
                 message: "this idempotency key was used for another message",
             });
         }
-        return Ok((StatusCode::OK, Json(SubmitResponse::of(&existing, now))).into_response());
+        return Ok((StatusCode::OK, Json(submit_response(&existing, now))).into_response());
     }
     check_envelope(&body.envelope, org, now, max_lifetime)?;
     check_send_rate(&mut tx, &state, &sender, now).await?;
     if messages::exists(&mut tx, header.message_id).await? {
-        return Err(AppError::Conflict {
-            code: "duplicate_message",
-            message: "a message with this id already exists",
-        });
+        return Err(duplicate_message());
     }
     let recipient = recipients::get_or_create(
         &mut tx,
         RecipientId::random(&mut OsRng),
         &phone.lookup(state.data_key()),
-        phone.seal(state.data_key()),
+        phone.seal(state.data_key(), &mut OsRng),
         now,
     )
     .await?;
@@ -344,8 +333,8 @@ async fn submit(
             .wrap_for(WrapRole::Recipient)
             .map(|w| w.key_fingerprint);
         if current.is_none() || current != wrapped_to {
-            return Err(AppError::Conflict {
-                code: "recipient_key_changed",
+            return Err(AppError::Refused {
+                code: ErrorCode::RecipientKeyChanged,
                 message: "the patient's key is not the one this envelope is wrapped to; \
                           look the patient up again",
             });
@@ -358,7 +347,7 @@ async fn submit(
         state.settings().public_url,
         link.to_base64url().as_str()
     );
-    messages::insert(
+    let inserted = messages::insert(
         &mut tx,
         &NewMessage {
             envelope: &body.envelope,
@@ -369,24 +358,17 @@ async fn submit(
         },
     )
     .await?;
+    if !inserted {
+        // A concurrent submission of the same message (or idempotency key) won the race.
+        return Err(duplicate_message());
+    }
     let body_text = zeroize::Zeroizing::new(sms_body(&org.display_name, &link_url));
     let outbox_id = MessageId::random(&mut OsRng).to_string();
-    outbox::enqueue(
-        &mut tx,
-        &outbox_id,
-        header.message_id,
-        org.id,
-        phone.seal(state.data_key()),
-        state
-            .data_key()
-            .seal(crate::jobs::SMS_BODY, body_text.as_bytes(), &mut OsRng),
-        now,
-    )
-    .await?;
-    let backend = state.store().backend();
+    let sms = SealedSms::seal(state.data_key(), &phone, &body_text);
+    outbox::enqueue(&mut tx, &outbox_id, header.message_id, org.id, &sms, now).await?;
     for kind in [AuditKind::MessageCreated, AuditKind::SmsQueued] {
         let record = Record::message(org.id, kind, header.message_id, recipient.id);
-        audit::append(&mut tx, backend, record, now).await?;
+        audit::append(&mut tx, record, now).await?;
     }
     tx.commit().await?;
     state.wake_outbox();
@@ -400,10 +382,17 @@ async fn submit(
     let accepted = SubmitResponse {
         message_id: header.message_id,
         recipient_id: recipient.id,
-        status: "queued",
+        status: SubmitStatus::Queued,
         expires_at: header.expires_at,
     };
     Ok((StatusCode::CREATED, Json(accepted)).into_response())
+}
+
+fn duplicate_message() -> AppError {
+    AppError::Refused {
+        code: ErrorCode::DuplicateMessage,
+        message: "a message with this id or idempotency key already exists",
+    }
 }
 
 /// The organisation's message with this id, or 404 (also for other organisations' messages).
@@ -412,32 +401,31 @@ async fn owned_message(
     sender: &Sender,
     id: MessageId,
 ) -> ApiResult<StoredMessage> {
-    let mut conn = state.store().pool().acquire().await?;
+    let mut conn = state.store().conn().await?;
     messages::get(&mut conn, id)
         .await?
         .filter(|m| m.organisation_id == sender.organisation.id)
         .ok_or(AppError::NotFound("no such message"))
 }
 
-#[derive(Debug, Serialize)]
-struct StatusView {
-    message_id: MessageId,
-    recipient_id: RecipientId,
-    status: MessageStatus,
-    created_at: i64,
-    expires_at: i64,
-    opened_at: Option<i64>,
-    read_at: Option<i64>,
-    events: Vec<AuditEvent>,
-}
+const MESSAGE_ID: &str = "The message (hyphenated UUID).";
 
+/// A message's state and its audit trail.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "sender", security(("api_key" = [])),
+    params(("id" = MessageId, Path, description = MESSAGE_ID)),
+    responses(
+        (status = 200, description = "The message's state.", body = StatusView),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 404, description = "No such message for this organisation.", body = ErrorBody),
+        (status = 422, description = "Not a message id.", body = ErrorBody),
+    ))]
 async fn status(
     State(state): State<AppState>,
     sender: Sender,
     ApiPath(id): ApiPath<MessageId>,
 ) -> ApiResult<Json<StatusView>> {
     let message = owned_message(&state, &sender, id).await?;
-    let mut conn = state.store().pool().acquire().await?;
+    let mut conn = state.store().conn().await?;
     let events = audit::for_message(&mut conn, sender.organisation.id, id).await?;
     Ok(Json(StatusView {
         message_id: message.id,
@@ -451,17 +439,27 @@ async fn status(
     }))
 }
 
+/// Withdraws a message: its ciphertext is purged and a queued SMS is not sent.
+#[utoipa::path(post, path = "/v1/messages/{id}/revoke", tag = "sender", security(("api_key" = [])),
+    params(("id" = MessageId, Path, description = MESSAGE_ID)),
+    responses(
+        (status = 200, description = "Revoked.", body = RevokeResponse),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 404, description = "No such message for this organisation.", body = ErrorBody),
+        (status = 409, description = "`not_active`: already revoked or expired.", body = ErrorBody),
+        (status = 422, description = "Not a message id.", body = ErrorBody),
+    ))]
 async fn revoke(
     State(state): State<AppState>,
     sender: Sender,
     ApiPath(id): ApiPath<MessageId>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RevokeResponse>> {
     let message = owned_message(&state, &sender, id).await?;
     let now = state.now();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     if !messages::revoke(&mut tx, id, now).await? {
-        return Err(AppError::Conflict {
-            code: "not_active",
+        return Err(AppError::Refused {
+            code: ErrorCode::NotActive,
             message: "the message is already revoked or expired",
         });
     }
@@ -471,32 +469,31 @@ async fn revoke(
         id,
         message.recipient_id,
     );
-    audit::append(&mut tx, state.store().backend(), record, now).await?;
+    audit::append(&mut tx, record, now).await?;
     tx.commit().await?;
-    Ok(Json(
-        serde_json::json!({ "message_id": id, "status": "revoked" }),
-    ))
+    Ok(Json(RevokeResponse {
+        message_id: id,
+        status: MessageStatus::Revoked,
+    }))
 }
 
-#[derive(Debug, Serialize)]
-struct PendingView {
-    message_id: MessageId,
-    recipient_id: RecipientId,
-    recipient_public_key: PublicKey,
-    recipient_fingerprint: Fingerprint,
-    envelope: Envelope,
-}
-
+/// The organisation's live messages whose patient enrolled under a key they are not yet wrapped
+/// to (first contact, re-enrollment), for its agent to re-wrap.
+#[utoipa::path(get, path = "/v1/rewraps", tag = "sender", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Messages waiting for a re-wrap, oldest first.", body = PendingRewraps),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+    ))]
 async fn pending_rewraps(
     State(state): State<AppState>,
     sender: Sender,
-) -> ApiResult<Json<serde_json::Value>> {
-    let mut conn = state.store().pool().acquire().await?;
+) -> ApiResult<Json<PendingRewraps>> {
+    let mut conn = state.store().conn().await?;
     let pending = messages::pending_rewraps(&mut conn, sender.organisation.id, state.now()).await?;
-    let views: Vec<PendingView> = pending
+    let pending = pending
         .into_iter()
         .filter_map(|p| {
-            Some(PendingView {
+            Some(PendingRewrap {
                 message_id: p.message.id,
                 recipient_id: p.message.recipient_id,
                 recipient_fingerprint: p.recipient_key.fingerprint(),
@@ -505,53 +502,60 @@ async fn pending_rewraps(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({ "pending": views })))
+    Ok(Json(PendingRewraps { pending }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UploadWrap {
-    wrap: Wrap,
+fn message_ended() -> AppError {
+    AppError::Refused {
+        code: ErrorCode::MessageEnded,
+        message: "the message is revoked or expired",
+    }
 }
 
+/// Stores the content key re-wrapped to the patient's current key.
+#[utoipa::path(put, path = "/v1/messages/{id}/recipient-wrap", tag = "sender", security(("api_key" = [])),
+    params(("id" = MessageId, Path, description = MESSAGE_ID)),
+    request_body = UploadWrapRequest,
+    responses(
+        (status = 200, description = "Stored.", body = UploadWrapResponse),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 404, description = "No such message for this organisation.", body = ErrorBody),
+        (status = 409, description = "`recipient_not_enrolled` or `recipient_key_changed`.", body = ErrorBody),
+        (status = 410, description = "`message_ended`.", body = ErrorBody),
+        (status = 422, description = "A wrap that does not fit (`invalid`).", body = ErrorBody),
+    ))]
 async fn upload_wrap(
     State(state): State<AppState>,
     sender: Sender,
     ApiPath(id): ApiPath<MessageId>,
-    ApiJson(body): ApiJson<UploadWrap>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiJson(body): ApiJson<UploadWrapRequest>,
+) -> ApiResult<Json<UploadWrapResponse>> {
     let message = owned_message(&state, &sender, id).await?;
     let now = state.now();
     if message.status_at(now) != MessageStatus::Active {
-        return Err(AppError::Gone {
-            code: "message_ended",
-            message: "the message is revoked or expired",
-        });
+        return Err(message_ended());
     }
     if body.wrap.role != WrapRole::Recipient {
         return Err(AppError::invalid("wrap", "role must be \"recipient\""));
     }
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let recipient = recipients::get(&mut tx, message.recipient_id)
         .await?
         .ok_or_else(|| AppError::Internal("message without recipient".into()))?;
     let current = recipient
         .enrollment
         .map(|e| e.bundle.public_key.fingerprint())
-        .ok_or(AppError::Conflict {
-            code: "recipient_not_enrolled",
+        .ok_or(AppError::Refused {
+            code: ErrorCode::RecipientNotEnrolled,
             message: "the patient has not enrolled (or was reset); wait for enrollment",
         })?;
     if body.wrap.key_fingerprint != current {
-        return Err(AppError::Conflict {
-            code: "recipient_key_changed",
+        return Err(AppError::Refused {
+            code: ErrorCode::RecipientKeyChanged,
             message: "the wrap is not for the patient's current key",
         });
     }
-    let mut envelope = message.envelope.ok_or(AppError::Gone {
-        code: "message_ended",
-        message: "the message is revoked or expired",
-    })?;
+    let mut envelope: Envelope = message.envelope.ok_or_else(message_ended)?;
     envelope
         .set_recipient_wrap(body.wrap)
         .map_err(|e| AppError::invalid("wrap", e.to_string()))?;
@@ -564,35 +568,30 @@ async fn upload_wrap(
         message.recipient_id,
     )
     .with_detail(&detail);
-    audit::append(&mut tx, state.store().backend(), record, now).await?;
+    audit::append(&mut tx, record, now).await?;
     tx.commit().await?;
-    Ok(Json(
-        serde_json::json!({ "message_id": id, "recipient_fingerprint": current }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    after: u64,
-    #[serde(default = "default_audit_limit")]
-    limit: u32,
-}
-
-fn default_audit_limit() -> u32 {
-    1000
+    Ok(Json(UploadWrapResponse {
+        message_id: id,
+        recipient_fingerprint: current,
+    }))
 }
 
 /// The organisation's audit log as JSON lines, oldest first, from `after` (a sequence number).
+#[utoipa::path(get, path = "/v1/audit", tag = "sender", security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One `AuditEvent` JSON object per line.", content_type = "application/x-ndjson", body = Vec<shared::audit::AuditEvent>),
+        (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 422, description = "A bad query parameter (`invalid`, field `query`).", body = ErrorBody),
+    ))]
 async fn audit_log(
     State(state): State<AppState>,
     sender: Sender,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| AppError::invalid("query", e.body_text()))?;
-    let limit = query.limit.clamp(1, 10_000);
-    let mut conn = state.store().pool().acquire().await?;
+    let limit = query.limit.clamp(1, AuditQuery::MAX_LIMIT);
+    let mut conn = state.store().conn().await?;
     let events = audit::page(&mut conn, sender.organisation.id, query.after, limit).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

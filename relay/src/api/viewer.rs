@@ -6,53 +6,63 @@
 //! `SameSite=Strict`, `Secure` under TLS) and the relay's half of the session key; the sealed
 //! private key and the envelopes are only released to a live session.
 
+use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use rand_core::OsRng;
-use serde::{Deserialize, Serialize};
+use shared::api::{
+    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
+    PatientState, SessionResponse, UnlockRequest,
+};
 use shared::audit::AuditKind;
 use shared::bundle::KeyBundle;
-use shared::envelope::Envelope;
 use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
-use shared::kdf::{AuthKey, KdfParams, Salt, Verifier};
+use shared::kdf::{AuthKey, KdfParams};
 use shared::session::RelayHalf;
 use shared::token::{Token, TokenKind};
+use sqlx::AnyConnection;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiResult, AppError};
 use crate::http::{ApiJson, ApiPath, no_content};
+use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::messages::{self, MessageStatus, StoredMessage};
 use crate::store::recipients::{self, Enrollment, Recipient};
 use crate::store::sessions::{self, NewSession};
-use crate::store::{Tx, orgs, throttle};
+use crate::store::{orgs, throttle};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "securetext_session";
-/// How long failed unlocks from one client address are remembered without new failures.
-const ADDRESS_WINDOW_SECONDS: i64 = 3600;
 /// Purpose label of relay halves sealed with the data key.
 const RELAY_HALF: &str = "relay-half";
 
-/// The viewer API routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/m/{link}", get(viewer_page))
-        .route("/v1/viewer/open", post(open))
-        .route("/v1/viewer/enroll", post(enroll))
-        .route("/v1/viewer/unlock", post(unlock))
-        .route("/v1/viewer/session", get(session_info))
-        .route("/v1/viewer/key", get(sealed_key))
-        .route("/v1/viewer/messages", get(live_messages))
-        .route("/v1/viewer/messages/{id}/read", post(read_receipt))
-        .route("/v1/viewer/logout", post(logout))
+/// The viewer API routes, with their OpenAPI descriptions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(viewer_page))
+        .routes(routes!(open))
+        .routes(routes!(enroll))
+        .routes(routes!(unlock))
+        .routes(routes!(session_info))
+        .routes(routes!(sealed_key))
+        .routes(routes!(live_messages))
+        .routes(routes!(read_receipt))
+        .routes(routes!(logout))
 }
 
-/// Serves the viewer's `index.html` for any link, valid or not, and records nothing.
+/// Serves the viewer's `index.html` for any link, valid or not, and records nothing: link
+/// previews and mail scanners fetch links, so opening is a separate `POST`.
+#[utoipa::path(get, path = "/m/{link}", tag = "viewer",
+    params(("link" = String, Path, description = "The SMS link token.")),
+    responses(
+        (status = 200, description = "The viewer page.", content_type = "text/html"),
+        (status = 503, description = "The viewer is not installed.", body = ErrorBody),
+    ))]
 async fn viewer_page(State(state): State<AppState>) -> ApiResult<Response> {
     let index = state.settings().viewer_dir.join("index.html");
     let html = tokio::fs::read(&index)
@@ -61,71 +71,52 @@ async fn viewer_page(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkRequest {
-    link: String,
-}
-
 /// The message a link leads to; refuses unknown, revoked and expired links.
-async fn resolve_link(tx: &mut Tx<'_>, link: &str, now: i64) -> ApiResult<StoredMessage> {
+async fn resolve_link(tx: &mut AnyConnection, link: &str, now: i64) -> ApiResult<StoredMessage> {
     let token = Token::from_base64url(link).map_err(|_| AppError::NotFound("unknown link"))?;
     let message = messages::by_link(tx, &token.hash(TokenKind::Link))
         .await?
         .ok_or(AppError::NotFound("unknown link"))?;
     match message.status_at(now) {
         MessageStatus::Active => Ok(message),
-        MessageStatus::Revoked => Err(AppError::Gone {
-            code: "message_revoked",
+        MessageStatus::Revoked => Err(AppError::Refused {
+            code: ErrorCode::MessageRevoked,
             message: "the sender withdrew this message",
         }),
-        MessageStatus::Expired => Err(AppError::Gone {
-            code: "message_expired",
+        MessageStatus::Expired => Err(AppError::Refused {
+            code: ErrorCode::MessageExpired,
             message: "this message has expired",
         }),
     }
 }
 
-async fn recipient_of(tx: &mut Tx<'_>, message: &StoredMessage) -> ApiResult<Recipient> {
+async fn recipient_of(tx: &mut AnyConnection, message: &StoredMessage) -> ApiResult<Recipient> {
     recipients::get(tx, message.recipient_id)
         .await?
         .ok_or_else(|| AppError::Internal("message without recipient".into()))
 }
 
-async fn organisation_name(tx: &mut Tx<'_>, id: OrganisationId) -> ApiResult<String> {
+async fn organisation_name(tx: &mut AnyConnection, id: OrganisationId) -> ApiResult<String> {
     Ok(orgs::get(tx, id)
         .await?
         .map(|o| o.display_name)
         .unwrap_or_default())
 }
 
-#[derive(Debug, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-enum PatientState {
-    /// Not enrolled: choose a password with these parameters and a fresh salt.
-    New { kdf_params: KdfParams },
-    /// Enrolled: derive with the stored salt and parameters, then unlock.
-    Enrolled { kdf_params: KdfParams, salt: Salt },
-}
-
-#[derive(Debug, Serialize)]
-struct OpenResponse {
-    message_id: MessageId,
-    recipient_id: RecipientId,
-    organisation_name: String,
-    created_at: i64,
-    expires_at: i64,
-    idle_timeout_seconds: u64,
-    #[serde(flatten)]
-    patient: PatientState,
-}
-
+/// Records the first open of a link and tells the viewer whether the patient has a password.
+#[utoipa::path(post, path = "/v1/viewer/open", tag = "viewer", request_body = LinkRequest,
+    responses(
+        (status = 200, description = "The message behind the link and the patient's state.", body = OpenResponse),
+        (status = 404, description = "Unknown link (`not_found`).", body = ErrorBody),
+        (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
+        (status = 422, description = "Malformed body (`invalid`).", body = ErrorBody),
+    ))]
 async fn open(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LinkRequest>,
 ) -> ApiResult<Json<OpenResponse>> {
     let now = state.now();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
     if messages::mark_opened(&mut tx, message.id, now).await? {
@@ -135,7 +126,7 @@ async fn open(
             message.id,
             message.recipient_id,
         );
-        audit::append(&mut tx, state.store().backend(), record, now).await?;
+        audit::append(&mut tx, record, now).await?;
     }
     let organisation_name = organisation_name(&mut tx, message.organisation_id).await?;
     tx.commit().await?;
@@ -145,7 +136,7 @@ async fn open(
         organisation_name,
         created_at: message.created_at,
         expires_at: message.expires_at,
-        idle_timeout_seconds: state.settings().limits.session_idle_seconds,
+        idle_timeout_seconds: state.settings().limits.session_idle.as_secs(),
         patient: match recipient.enrollment {
             None => PatientState::New {
                 kdf_params: KdfParams::DEFAULT,
@@ -158,23 +149,23 @@ async fn open(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrollRequest {
-    link: String,
-    bundle: KeyBundle,
-    salt: Salt,
-    kdf_params: KdfParams,
-    verifier: Verifier,
-}
-
 /// Sealed private keys are PKCS#8 RSA-3072..4096 keys in a sealed box: refuse anything far off.
 const SEALED_KEY_LEN: std::ops::RangeInclusive<usize> = 1_000..=4_096;
 
+/// Sets the patient's first password: stores the public key, the sealed private key, the salt,
+/// the parameters and the verifier (never the password or a usable key).
+#[utoipa::path(post, path = "/v1/viewer/enroll", tag = "viewer", request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Enrolled."),
+        (status = 404, description = "Unknown link.", body = ErrorBody),
+        (status = 409, description = "`already_enrolled`.", body = ErrorBody),
+        (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
+        (status = 422, description = "Refused KDF parameters or an impossible key (`invalid`).", body = ErrorBody),
+    ))]
 async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
-) -> ApiResult<axum::http::StatusCode> {
+) -> ApiResult<StatusCode> {
     body.kdf_params
         .validate()
         .map_err(|e| AppError::invalid("kdf_params", e.to_string()))?;
@@ -185,7 +176,7 @@ async fn enroll(
         ));
     }
     let now = state.now();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
     let enrollment = Enrollment {
         bundle: body.bundle,
@@ -195,8 +186,8 @@ async fn enroll(
         enrolled_at: now,
     };
     if !recipients::enroll(&mut tx, message.recipient_id, &enrollment).await? {
-        return Err(AppError::Conflict {
-            code: "already_enrolled",
+        return Err(AppError::Refused {
+            code: ErrorCode::AlreadyEnrolled,
             message: "a password is already set; unlock with it instead",
         });
     }
@@ -209,39 +200,15 @@ async fn enroll(
         message.recipient_id,
     )
     .with_detail(&detail);
-    audit::append(&mut tx, state.store().backend(), record, now).await?;
+    audit::append(&mut tx, record, now).await?;
     tx.commit().await?;
     tracing::info!(recipient = %message.recipient_id, %fingerprint, "patient enrolled");
-    Ok(axum::http::StatusCode::CREATED)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnlockRequest {
-    link: String,
-    /// The auth key, base64url.
-    proof: String,
-}
-
-#[derive(Debug, Serialize)]
-struct SessionResponse {
-    session_id: SessionId,
-    recipient_id: RecipientId,
-    /// The relay's half of the session key, base64url.
-    relay_half: String,
-    expires_at: i64,
-    idle_timeout_seconds: u64,
-}
-
-/// Lock duration after the `lockouts`-th lockout: doubles each time, at most a day.
-fn lockout_seconds(first: u64, lockouts: u32) -> i64 {
-    let seconds = first.saturating_mul(1u64 << lockouts.saturating_sub(1).min(20));
-    i64::try_from(seconds.min(86_400)).unwrap_or(86_400)
+    Ok(StatusCode::CREATED)
 }
 
 fn locked_out(until: i64, now: i64) -> AppError {
     AppError::TooMany {
-        code: "locked_out",
+        code: ErrorCode::LockedOut,
         message: "too many wrong passwords; try again later",
         retry_after: u64::try_from(until - now).unwrap_or(1).max(1),
     }
@@ -275,6 +242,19 @@ fn client_address(
         .unwrap_or(peer.ip())
 }
 
+/// Checks the password proof. A correct one opens a session (cookie) and returns the relay's
+/// half of the session key; wrong ones are counted per patient and per client address, with
+/// growing lockouts.
+#[utoipa::path(post, path = "/v1/viewer/unlock", tag = "viewer", request_body = UnlockRequest,
+    responses(
+        (status = 200, description = "Unlocked; sets the session cookie.", body = SessionResponse),
+        (status = 401, description = "`wrong_password`, with `attempts_left`.", body = ErrorBody),
+        (status = 404, description = "Unknown link.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`.", body = ErrorBody),
+        (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
+        (status = 422, description = "The proof is not 32 bytes of base64url (`invalid`).", body = ErrorBody),
+        (status = 429, description = "`locked_out`, with `retry_after`.", body = ErrorBody),
+    ))]
 async fn unlock(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -286,48 +266,32 @@ async fn unlock(
     let proof = AuthKey::from_base64url(&body.proof)
         .map_err(|_| AppError::invalid("proof", "must be 32 bytes of base64url"))?;
     let address = address_key(&state, client_address(&state, peer, &headers));
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
-    let backend = state.store().backend();
-    recipients::lock(&mut tx, backend, message.recipient_id).await?;
+    recipients::lock(&mut tx, message.recipient_id).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
-    let enrollment = recipient.enrollment.as_ref().ok_or(AppError::Conflict {
-        code: "not_enrolled",
+    let enrollment = recipient.enrollment.as_ref().ok_or(AppError::Refused {
+        code: ErrorCode::NotEnrolled,
         message: "no password is set yet; enroll first",
     })?;
-    if recipient.locked_until > now {
-        return Err(locked_out(recipient.locked_until, now));
+    if let Some(until) = recipient.unlock.locked_at(now) {
+        return Err(locked_out(until, now));
     }
-    let mut address_counter = throttle::get_for_update(&mut tx, backend, &address, now).await?;
-    // Failures from one address are forgotten after a quiet hour, so that unrelated patients
-    // behind one carrier address do not add up over days.
-    if address_counter.updated_at < now - ADDRESS_WINDOW_SECONDS {
-        address_counter.count = 0;
-    }
-    if address_counter.locked_until > now {
-        return Err(locked_out(address_counter.locked_until, now));
+    let mut address_counter = throttle::get_for_update(&mut tx, &address, now).await?;
+    address_counter.forget_if_quiet(limits.address_quiet_window, now);
+    if let Some(until) = address_counter.locked_at(now) {
+        return Err(locked_out(until, now));
     }
 
     if !enrollment.verifier.matches(&proof) {
         crate::metrics::Metrics::inc(&state.metrics().unlock_failures);
-        let mut failed = recipient.failed_unlocks + 1;
-        let mut lockouts = recipient.lockouts;
-        let mut locked_until = 0;
-        if failed >= limits.unlock_attempts {
-            lockouts += 1;
-            locked_until = now + lockout_seconds(limits.lockout_seconds, lockouts);
-            failed = 0;
-        }
-        recipients::set_unlock_state(&mut tx, recipient.id, failed, lockouts, locked_until).await?;
-        address_counter.count += 1;
-        if address_counter.count >= limits.address_unlock_attempts {
-            address_counter.lockouts += 1;
-            address_counter.locked_until =
-                now + lockout_seconds(limits.lockout_seconds, address_counter.lockouts);
-            address_counter.count = 0;
-        }
+        let patient_policy = limits.patient_lockout();
+        let mut unlock = recipient.unlock;
+        unlock.record_failure(&patient_policy, now);
+        recipients::set_unlock_state(&mut tx, recipient.id, &unlock).await?;
+        address_counter.record_failure(&limits.address_lockout(), now);
         throttle::put(&mut tx, &address, address_counter, now).await?;
-        let detail = format!("failures={}", recipient.failed_unlocks + 1);
+        let detail = format!("failures={}", recipient.unlock.count + 1);
         let record = Record::message(
             message.organisation_id,
             AuditKind::UnlockFailed,
@@ -335,20 +299,19 @@ async fn unlock(
             recipient.id,
         )
         .with_detail(&detail);
-        audit::append(&mut tx, state.store().backend(), record, now).await?;
+        audit::append(&mut tx, record, now).await?;
         tx.commit().await?;
-        return Err(if locked_until > now {
-            locked_out(locked_until, now)
-        } else if address_counter.locked_until > now {
-            locked_out(address_counter.locked_until, now)
-        } else {
-            AppError::WrongPassword {
-                attempts_left: limits.unlock_attempts - failed,
-            }
-        });
+        return Err(
+            match unlock.locked_at(now).or(address_counter.locked_at(now)) {
+                Some(until) => locked_out(until, now),
+                None => AppError::WrongPassword {
+                    attempts_left: unlock.attempts_left(&patient_policy),
+                },
+            },
+        );
     }
 
-    recipients::set_unlock_state(&mut tx, recipient.id, 0, 0, 0).await?;
+    recipients::set_unlock_state(&mut tx, recipient.id, &throttle::Counter::default()).await?;
     let session_id = SessionId::random(&mut OsRng);
     let token = Token::random(&mut OsRng);
     let relay_half = RelayHalf::random(&mut OsRng);
@@ -356,7 +319,7 @@ async fn unlock(
     let sealed_half = state
         .data_key()
         .seal(RELAY_HALF, relay_half_text.as_bytes(), &mut OsRng);
-    let expires_at = now + i64::try_from(limits.session_max_seconds).unwrap_or(3600);
+    let expires_at = now.saturating_add(seconds(limits.session_max));
     sessions::create(
         &mut tx,
         &NewSession {
@@ -375,7 +338,7 @@ async fn unlock(
         message.id,
         recipient.id,
     );
-    audit::append(&mut tx, state.store().backend(), record, now).await?;
+    audit::append(&mut tx, record, now).await?;
     tx.commit().await?;
     crate::metrics::Metrics::inc(&state.metrics().unlocks);
 
@@ -385,7 +348,7 @@ async fn unlock(
         session_cookie(
             &state,
             token.to_base64url().as_str(),
-            limits.session_max_seconds,
+            limits.session_max.as_secs(),
         )?,
     );
     let body = SessionResponse {
@@ -393,7 +356,7 @@ async fn unlock(
         recipient_id: recipient.id,
         relay_half: relay_half_text.to_string(),
         expires_at,
-        idle_timeout_seconds: limits.session_idle_seconds,
+        idle_timeout_seconds: limits.session_idle.as_secs(),
     };
     Ok((headers, Json(body)).into_response())
 }
@@ -431,8 +394,8 @@ impl FromRequestParts<AppState> for ViewerSession {
             .and_then(|(_, value)| Token::from_base64url(value).ok())
             .ok_or(NO_SESSION)?;
         let now = state.now();
-        let idle = i64::try_from(state.settings().limits.session_idle_seconds).unwrap_or(300);
-        let mut conn = state.store().pool().acquire().await?;
+        let idle = seconds(state.settings().limits.session_idle);
+        let mut conn = state.store().conn().await?;
         let row = sessions::live_by_token(&mut conn, &token.hash(TokenKind::Session), now, idle)
             .await?
             .ok_or(NO_SESSION)?;
@@ -453,6 +416,11 @@ impl FromRequestParts<AppState> for ViewerSession {
 }
 
 /// The session's relay half again, for re-opening the device's sealed blob.
+#[utoipa::path(get, path = "/v1/viewer/session", tag = "viewer", security(("session" = [])),
+    responses(
+        (status = 200, description = "The live session.", body = SessionResponse),
+        (status = 401, description = "No live session (`unauthorized`).", body = ErrorBody),
+    ))]
 async fn session_info(
     State(state): State<AppState>,
     session: ViewerSession,
@@ -462,44 +430,44 @@ async fn session_info(
         recipient_id: session.recipient_id,
         relay_half: session.relay_half.to_string(),
         expires_at: session.expires_at,
-        idle_timeout_seconds: state.settings().limits.session_idle_seconds,
+        idle_timeout_seconds: state.settings().limits.session_idle.as_secs(),
     })
 }
 
-/// The patient's key bundle (public key and sealed private key).
+/// The patient's key bundle (public key and sealed private key), only to a live session.
+#[utoipa::path(get, path = "/v1/viewer/key", tag = "viewer", security(("session" = [])),
+    responses(
+        (status = 200, description = "The key bundle.", body = KeyBundle),
+        (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: the enrollment was reset.", body = ErrorBody),
+    ))]
 async fn sealed_key(
     State(state): State<AppState>,
     session: ViewerSession,
 ) -> ApiResult<Json<KeyBundle>> {
-    let mut conn = state.store().pool().acquire().await?;
+    let mut conn = state.store().conn().await?;
     let recipient = recipients::get(&mut conn, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
-        .ok_or(AppError::Conflict {
-            code: "not_enrolled",
+        .ok_or(AppError::Refused {
+            code: ErrorCode::NotEnrolled,
             message: "the enrollment was reset; enroll again from your link",
         })?;
     Ok(Json(recipient.bundle))
 }
 
-#[derive(Debug, Serialize)]
-struct MessageView {
-    message_id: MessageId,
-    organisation_name: String,
-    created_at: i64,
-    expires_at: i64,
-    read_at: Option<i64>,
-    /// `true` while the sender has not yet wrapped the message to this patient's key.
-    awaiting_key: bool,
-    envelope: Option<Envelope>,
-}
-
+/// The patient's live messages, newest first; envelopes only once wrapped to the current key.
+#[utoipa::path(get, path = "/v1/viewer/messages", tag = "viewer", security(("session" = [])),
+    responses(
+        (status = 200, description = "The live messages.", body = MessageList),
+        (status = 401, description = "No live session.", body = ErrorBody),
+    ))]
 async fn live_messages(
     State(state): State<AppState>,
     session: ViewerSession,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<MessageList>> {
     let now = state.now();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let current = recipients::get(&mut tx, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
@@ -518,23 +486,34 @@ async fn live_messages(
         });
     }
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "messages": views })))
+    Ok(Json(MessageList { messages: views }))
 }
 
+/// Records that the patient saw a message (first time only).
+#[utoipa::path(post, path = "/v1/viewer/messages/{id}/read", tag = "viewer", security(("session" = [])),
+    params(("id" = MessageId, Path, description = "The message.")),
+    responses(
+        (status = 204, description = "Recorded."),
+        (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 404, description = "Not this patient's message.", body = ErrorBody),
+        (status = 409, description = "`awaiting_key`: not yet readable on this device.", body = ErrorBody),
+        (status = 410, description = "`message_ended`.", body = ErrorBody),
+        (status = 422, description = "Not a message id (`invalid`).", body = ErrorBody),
+    ))]
 async fn read_receipt(
     State(state): State<AppState>,
     session: ViewerSession,
     ApiPath(id): ApiPath<MessageId>,
 ) -> ApiResult<Response> {
     let now = state.now();
-    let mut tx = state.store().pool().begin().await?;
+    let mut tx = state.store().begin().await?;
     let message = messages::get(&mut tx, id)
         .await?
         .filter(|m| m.recipient_id == session.recipient_id)
         .ok_or(AppError::NotFound("no such message"))?;
     if message.status_at(now) != MessageStatus::Active {
-        return Err(AppError::Gone {
-            code: "message_ended",
+        return Err(AppError::Refused {
+            code: ErrorCode::MessageEnded,
             message: "the message is revoked or expired",
         });
     }
@@ -543,8 +522,8 @@ async fn read_receipt(
         .and_then(|r| r.enrollment)
         .map(|e| e.bundle.public_key.fingerprint());
     if current.is_none() || message.recipient_wrap != current {
-        return Err(AppError::Conflict {
-            code: "awaiting_key",
+        return Err(AppError::Refused {
+            code: ErrorCode::AwaitingKey,
             message: "this message is not yet readable on this device",
         });
     }
@@ -555,14 +534,21 @@ async fn read_receipt(
             id,
             message.recipient_id,
         );
-        audit::append(&mut tx, state.store().backend(), record, now).await?;
+        audit::append(&mut tx, record, now).await?;
     }
     tx.commit().await?;
     Ok(no_content())
 }
 
+/// Ends the session: the relay destroys its half of the session key, so the device's sealed
+/// blob can no longer be opened.
+#[utoipa::path(post, path = "/v1/viewer/logout", tag = "viewer", security(("session" = [])),
+    responses(
+        (status = 204, description = "Ended; clears the cookie."),
+        (status = 401, description = "No live session.", body = ErrorBody),
+    ))]
 async fn logout(State(state): State<AppState>, session: ViewerSession) -> ApiResult<Response> {
-    let mut conn = state.store().pool().acquire().await?;
+    let mut conn = state.store().conn().await?;
     sessions::end(&mut conn, session.id, state.now(), "logout").await?;
     let mut response = no_content();
     response

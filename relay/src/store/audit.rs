@@ -2,10 +2,9 @@
 
 use shared::audit::{AuditEvent, AuditKind};
 use shared::ids::{MessageId, OrganisationId, RecipientId};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
-use super::Backend;
-use crate::error::AppError;
+use super::{StoreError, StoreResult, Tx, row, to_json};
 
 /// One event to record.
 #[derive(Debug, Clone, Copy)]
@@ -45,29 +44,27 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Appends an event to its organisation's chain. Must run inside the transaction of the change
-/// it records; on PostgreSQL the organisation row is locked so that concurrent relays append in
+/// Appends an event to its organisation's chain. Runs inside the transaction of the change it
+/// records; on PostgreSQL the organisation row is locked so that concurrent relays append in
 /// turn (SQLite has a single writer).
-pub async fn append(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    record: Record<'_>,
-    now: i64,
-) -> Result<AuditEvent, AppError> {
+pub async fn append(tx: &mut Tx, record: Record<'_>, now: i64) -> StoreResult<AuditEvent> {
     let org = record.organisation.to_string();
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT id FROM organisations WHERE id = $1 FOR UPDATE")
-            .bind(&org)
-            .fetch_optional(&mut *conn)
-            .await?;
+    if !tx.for_update().is_empty() {
+        sqlx::query(&format!(
+            "SELECT id FROM organisations WHERE id = $1{}",
+            tx.for_update()
+        ))
+        .bind(&org)
+        .fetch_optional(&mut **tx)
+        .await?;
     }
     let last = sqlx::query(
         "SELECT event FROM audit_events WHERE organisation_id = $1 ORDER BY seq DESC LIMIT 1",
     )
     .bind(&org)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut **tx)
     .await?
-    .map(|row| parse(&row))
+    .map(|row| row::json::<AuditEvent>(&row, "event"))
     .transpose()?;
     let event = match &last {
         Some(last) => last.next(
@@ -86,23 +83,18 @@ pub async fn append(
             record.detail,
         ),
     }
-    .map_err(|e| AppError::Internal(format!("audit event: {e}")))?;
-    let json = serde_json::to_string(&event).map_err(|e| AppError::Internal(e.to_string()))?;
+    .map_err(|e| StoreError::corrupt("audit chain", e))?;
+    let seq = i64::try_from(event.seq).map_err(|e| StoreError::corrupt("audit seq", e))?;
     sqlx::query(
         "INSERT INTO audit_events (organisation_id, seq, message_id, event) VALUES ($1, $2, $3, $4)",
     )
     .bind(&org)
-    .bind(i64::try_from(event.seq).map_err(|_| AppError::Internal("audit seq overflow".into()))?)
+    .bind(seq)
     .bind(record.message.map(|m| m.to_string()))
-    .bind(json)
-    .execute(conn)
+    .bind(to_json(&event)?)
+    .execute(&mut **tx)
     .await?;
     Ok(event)
-}
-
-fn parse(row: &sqlx::any::AnyRow) -> Result<AuditEvent, AppError> {
-    let json: String = row.try_get("event")?;
-    serde_json::from_str(&json).map_err(|e| AppError::Internal(format!("stored audit event: {e}")))
 }
 
 /// An organisation's events after `after_seq`, oldest first, at most `limit`.
@@ -111,7 +103,7 @@ pub async fn page(
     organisation: OrganisationId,
     after_seq: u64,
     limit: u32,
-) -> Result<Vec<AuditEvent>, AppError> {
+) -> StoreResult<Vec<AuditEvent>> {
     sqlx::query(
         "SELECT event FROM audit_events WHERE organisation_id = $1 AND seq > $2 \
          ORDER BY seq LIMIT $3",
@@ -122,7 +114,7 @@ pub async fn page(
     .fetch_all(conn)
     .await?
     .iter()
-    .map(parse)
+    .map(|row| row::json(row, "event"))
     .collect()
 }
 
@@ -131,7 +123,7 @@ pub async fn for_message(
     conn: &mut AnyConnection,
     organisation: OrganisationId,
     message: MessageId,
-) -> Result<Vec<AuditEvent>, AppError> {
+) -> StoreResult<Vec<AuditEvent>> {
     sqlx::query(
         "SELECT event FROM audit_events WHERE organisation_id = $1 AND message_id = $2 ORDER BY seq",
     )
@@ -140,6 +132,6 @@ pub async fn for_message(
     .fetch_all(conn)
     .await?
     .iter()
-    .map(parse)
+    .map(|row| row::json(row, "event"))
     .collect()
 }

@@ -1,37 +1,24 @@
 //! Messages (sealed envelopes) and the SMS links that lead to them.
 
-use serde::Serialize;
 use shared::envelope::Envelope;
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::keys::{Fingerprint, PublicKey};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
-use crate::error::AppError;
+use super::{StoreError, StoreResult, row, to_json};
 
-/// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    /// Deliverable.
-    Active,
-    /// Withdrawn by the sender; ciphertext purged.
-    Revoked,
-    /// Past its expiry; ciphertext purged.
-    Expired,
-}
+pub use shared::api::MessageStatus;
 
-impl MessageStatus {
-    fn parse(text: &str) -> Result<Self, AppError> {
-        match text {
-            "active" => Ok(Self::Active),
-            "revoked" => Ok(Self::Revoked),
-            "expired" => Ok(Self::Expired),
-            other => Err(AppError::Internal(format!(
-                "stored message status {other:?}"
-            ))),
-        }
-    }
+fn parse_status(text: &str) -> StoreResult<MessageStatus> {
+    [
+        MessageStatus::Active,
+        MessageStatus::Revoked,
+        MessageStatus::Expired,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == text)
+    .ok_or_else(|| StoreError::corrupt("message status", text))
 }
 
 /// A stored message.
@@ -63,7 +50,9 @@ impl StoredMessage {
     /// The status the patient and sender see at `now` (expiry may precede the purge job).
     pub fn status_at(&self, now: i64) -> MessageStatus {
         match self.status {
-            MessageStatus::Active if now >= self.expires_at => MessageStatus::Expired,
+            MessageStatus::Active if shared::envelope::is_expired(self.expires_at, now) => {
+                MessageStatus::Expired
+            }
             status => status,
         }
     }
@@ -73,37 +62,23 @@ const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope, \
                        m.recipient_wrap_fingerprint, m.status, m.created_at, m.expires_at, \
                        m.opened_at, m.read_at";
 
-fn bad(what: &'static str) -> impl Fn(shared::Error) -> AppError {
-    move |e| AppError::Internal(format!("stored {what}: {e}"))
-}
-
-fn parse(row: &sqlx::any::AnyRow) -> Result<StoredMessage, AppError> {
+fn parse(row: &sqlx::any::AnyRow) -> StoreResult<StoredMessage> {
     let envelope: Option<String> = row.try_get("envelope")?;
-    let wrap: Option<String> = row.try_get("recipient_wrap_fingerprint")?;
     Ok(StoredMessage {
-        id: MessageId::parse(&row.try_get::<String, _>("id")?).map_err(bad("message id"))?,
-        organisation_id: OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
-            .map_err(bad("organisation id"))?,
-        recipient_id: RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
-            .map_err(bad("recipient id"))?,
+        id: row::parsed(row, "id")?,
+        organisation_id: row::parsed(row, "organisation_id")?,
+        recipient_id: row::parsed(row, "recipient_id")?,
         envelope: envelope
             .map(|json| serde_json::from_str(&json))
             .transpose()
-            .map_err(|e| AppError::Internal(format!("stored envelope: {e}")))?,
-        recipient_wrap: wrap
-            .map(|f| Fingerprint::parse(&f))
-            .transpose()
-            .map_err(bad("fingerprint"))?,
-        status: MessageStatus::parse(&row.try_get::<String, _>("status")?)?,
+            .map_err(|e| StoreError::corrupt("envelope", e))?,
+        recipient_wrap: row::parsed_opt(row, "recipient_wrap_fingerprint")?,
+        status: parse_status(&row.try_get::<String, _>("status")?)?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         opened_at: row.try_get("opened_at")?,
         read_at: row.try_get("read_at")?,
     })
-}
-
-fn envelope_json(envelope: &Envelope) -> Result<String, AppError> {
-    serde_json::to_string(envelope).map_err(|e| AppError::Internal(e.to_string()))
 }
 
 /// A message about to be stored.
@@ -121,14 +96,15 @@ pub struct NewMessage<'a> {
     pub now: i64,
 }
 
-/// Stores a message and its link. Fails on a duplicate id or idempotency key.
-pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Result<(), AppError> {
+/// Stores a message and its link; `false` (nothing written) when the id or the idempotency key
+/// is taken, e.g. by a concurrent submission that won the race.
+pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> StoreResult<bool> {
     let header = &message.envelope.header;
     let wrap = message
         .envelope
         .wrap_for(shared::envelope::WrapRole::Recipient)
         .map(|w| w.key_fingerprint.to_string());
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, envelope, \
          recipient_wrap_fingerprint, status, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)",
@@ -137,30 +113,27 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Resul
     .bind(header.organisation_id.to_string())
     .bind(message.recipient_id.to_string())
     .bind(message.idempotency_key)
-    .bind(envelope_json(message.envelope)?)
+    .bind(to_json(message.envelope)?)
     .bind(wrap)
     .bind(message.now)
     .bind(header.expires_at)
     .execute(&mut *conn)
     .await
-    .map_err(|error| match &error {
-        // A concurrent submission of the same message won the race.
-        sqlx::Error::Database(db) if db.is_unique_violation() => AppError::Conflict {
-            code: "duplicate_message",
-            message: "a message with this id or idempotency key already exists",
-        },
-        _ => AppError::from(error),
-    })?;
+    .map_err(StoreError::from);
+    match inserted {
+        Err(error) if error.is_unique_violation() => return Ok(false),
+        other => other?,
+    };
     sqlx::query("INSERT INTO links (token_hash, message_id) VALUES ($1, $2)")
         .bind(message.link.as_bytes().to_vec())
         .bind(header.message_id.to_string())
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Whether a message id is taken (by any organisation).
-pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> Result<bool, AppError> {
+pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> StoreResult<bool> {
     Ok(sqlx::query("SELECT 1 FROM messages WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(conn)
@@ -169,10 +142,7 @@ pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> Result<bool, App
 }
 
 /// A message by id.
-pub async fn get(
-    conn: &mut AnyConnection,
-    id: MessageId,
-) -> Result<Option<StoredMessage>, AppError> {
+pub async fn get(conn: &mut AnyConnection, id: MessageId) -> StoreResult<Option<StoredMessage>> {
     sqlx::query(&format!("SELECT {COLUMNS} FROM messages m WHERE m.id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
@@ -186,7 +156,7 @@ pub async fn by_idempotency_key(
     conn: &mut AnyConnection,
     organisation: OrganisationId,
     key: &str,
-) -> Result<Option<StoredMessage>, AppError> {
+) -> StoreResult<Option<StoredMessage>> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM messages m WHERE m.organisation_id = $1 AND m.idempotency_key = $2"
     ))
@@ -202,7 +172,7 @@ pub async fn by_idempotency_key(
 pub async fn by_link(
     conn: &mut AnyConnection,
     link: &TokenHash,
-) -> Result<Option<StoredMessage>, AppError> {
+) -> StoreResult<Option<StoredMessage>> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM messages m JOIN links l ON l.message_id = m.id WHERE l.token_hash = $1"
     ))
@@ -218,7 +188,7 @@ pub async fn live_for_recipient(
     conn: &mut AnyConnection,
     recipient: RecipientId,
     now: i64,
-) -> Result<Vec<StoredMessage>, AppError> {
+) -> StoreResult<Vec<StoredMessage>> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM messages m WHERE m.recipient_id = $1 AND m.status = 'active' \
          AND m.expires_at > $2 ORDER BY m.created_at DESC, m.id"
@@ -247,7 +217,7 @@ pub async fn pending_rewraps(
     conn: &mut AnyConnection,
     organisation: OrganisationId,
     now: i64,
-) -> Result<Vec<PendingRewrap>, AppError> {
+) -> StoreResult<Vec<PendingRewrap>> {
     sqlx::query(&format!(
         "SELECT {COLUMNS}, r.public_key AS recipient_key FROM messages m \
          JOIN recipients r ON r.id = m.recipient_id \
@@ -265,7 +235,8 @@ pub async fn pending_rewraps(
         let der: Vec<u8> = row.try_get("recipient_key")?;
         Ok(PendingRewrap {
             message: parse(row)?,
-            recipient_key: PublicKey::from_spki_der(&der).map_err(bad("recipient key"))?,
+            recipient_key: PublicKey::from_spki_der(&der)
+                .map_err(|e| StoreError::corrupt("recipient key", e))?,
         })
     })
     .collect()
@@ -276,12 +247,12 @@ pub async fn set_envelope(
     conn: &mut AnyConnection,
     envelope: &Envelope,
     recipient_wrap: Fingerprint,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE messages SET envelope = $1, recipient_wrap_fingerprint = $2 \
          WHERE id = $3 AND status = 'active'",
     )
-    .bind(envelope_json(envelope)?)
+    .bind(to_json(envelope)?)
     .bind(recipient_wrap.to_string())
     .bind(envelope.header.message_id.to_string())
     .execute(conn)
@@ -290,7 +261,7 @@ pub async fn set_envelope(
 }
 
 /// Revokes an active message; `false` if it was not active.
-pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result<bool, AppError> {
+pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE messages SET status = 'revoked', ended_at = $1 WHERE id = $2 AND status = 'active'",
     )
@@ -302,11 +273,7 @@ pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> Result
 }
 
 /// Records the first open; `true` the first time.
-pub async fn mark_opened(
-    conn: &mut AnyConnection,
-    id: MessageId,
-    now: i64,
-) -> Result<bool, AppError> {
+pub async fn mark_opened(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreResult<bool> {
     let done =
         sqlx::query("UPDATE messages SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
             .bind(now)
@@ -317,11 +284,7 @@ pub async fn mark_opened(
 }
 
 /// Records the first read receipt; `true` the first time.
-pub async fn mark_read(
-    conn: &mut AnyConnection,
-    id: MessageId,
-    now: i64,
-) -> Result<bool, AppError> {
+pub async fn mark_read(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreResult<bool> {
     let done = sqlx::query("UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL")
         .bind(now)
         .bind(id.to_string())
@@ -334,7 +297,7 @@ pub async fn mark_read(
 pub async fn expire_due(
     conn: &mut AnyConnection,
     now: i64,
-) -> Result<Vec<(MessageId, OrganisationId, RecipientId)>, AppError> {
+) -> StoreResult<Vec<(MessageId, OrganisationId, RecipientId)>> {
     let rows = sqlx::query(
         "UPDATE messages SET status = 'expired', envelope = NULL, ended_at = $1 \
          WHERE status = 'active' AND expires_at <= $1 \
@@ -346,18 +309,16 @@ pub async fn expire_due(
     rows.iter()
         .map(|row| {
             Ok((
-                MessageId::parse(&row.try_get::<String, _>("id")?).map_err(bad("message id"))?,
-                OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
-                    .map_err(bad("organisation id"))?,
-                RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
-                    .map_err(bad("recipient id"))?,
+                row::parsed(row, "id")?,
+                row::parsed(row, "organisation_id")?,
+                row::parsed(row, "recipient_id")?,
             ))
         })
         .collect()
 }
 
 /// Purges the ciphertext of revoked messages; returns how many.
-pub async fn purge_revoked(conn: &mut AnyConnection) -> Result<u64, AppError> {
+pub async fn purge_revoked(conn: &mut AnyConnection) -> StoreResult<u64> {
     Ok(sqlx::query(
         "UPDATE messages SET envelope = NULL WHERE status = 'revoked' AND envelope IS NOT NULL",
     )
@@ -370,15 +331,12 @@ pub async fn purge_revoked(conn: &mut AnyConnection) -> Result<u64, AppError> {
 pub async fn organisations_of_recipient(
     conn: &mut AnyConnection,
     recipient: RecipientId,
-) -> Result<Vec<OrganisationId>, AppError> {
+) -> StoreResult<Vec<OrganisationId>> {
     sqlx::query("SELECT DISTINCT organisation_id FROM messages WHERE recipient_id = $1")
         .bind(recipient.to_string())
         .fetch_all(conn)
         .await?
         .iter()
-        .map(|row| {
-            OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
-                .map_err(bad("organisation id"))
-        })
+        .map(|row| row::parsed(row, "organisation_id"))
         .collect()
 }

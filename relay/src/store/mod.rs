@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 
 /// Which database the relay runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,19 +46,60 @@ impl Backend {
     }
 }
 
-/// Errors opening or migrating the database.
+/// Everything the store can fail with. Mapped to the HTTP error once, in `crate::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("database URL must start with sqlite:// or postgres://")]
     UnsupportedUrl,
-    /// The database refused the connection or a statement.
+    /// The database cannot be reached right now (connection lost, pool exhausted or closed);
+    /// retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// The database refused a statement.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not decode (a damaged row, or a row written by another version).
+    #[error("stored {what}: {reason}")]
+    Corrupt {
+        /// Which column or value.
+        what: &'static str,
+        /// Why it does not decode.
+        reason: String,
+    },
 }
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error)
+            }
+            error => Self::Database(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// A stored value that does not decode.
+    pub fn corrupt(what: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether a statement failed on a unique constraint (a concurrent insert won the race).
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
+    }
+}
+
+/// A store result.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The relay's database.
 #[derive(Debug, Clone)]
@@ -124,9 +165,17 @@ impl Store {
         Ok(store)
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// Starts a transaction. Everything one request changes goes through one.
+    pub async fn begin(&self) -> StoreResult<Tx> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            backend: self.backend,
+        })
+    }
+
+    /// A connection for reads and single statements outside a transaction.
+    pub async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// Which backend this is.
@@ -145,5 +194,90 @@ impl Store {
     }
 }
 
-/// A transaction on the relay's database.
-pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+/// A transaction that knows its backend, so the few statements that differ (row locks on
+/// PostgreSQL; SQLite has a single writer) are chosen inside the store, not by callers.
+/// Dereferences to the connection, so every store function taking `&mut AnyConnection` also
+/// runs inside it.
+#[derive(Debug)]
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+}
+
+impl Tx {
+    /// Commits. A request answers success only after this returns.
+    pub async fn commit(self) -> StoreResult<()> {
+        Ok(self.inner.commit().await?)
+    }
+
+    /// `" FOR UPDATE"` on PostgreSQL (row locks serialise concurrent relays), empty on SQLite
+    /// (one writer at a time already).
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+/// Row decoding shared by every table: columns holding ids, fingerprints and counters.
+mod row {
+    use std::str::FromStr;
+
+    use sqlx::Row as _;
+    use sqlx::any::AnyRow;
+
+    use super::{StoreError, StoreResult};
+
+    /// A text column holding a value with a `FromStr` form (ids, fingerprints).
+    pub fn parsed<T: FromStr>(row: &AnyRow, column: &'static str) -> StoreResult<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text: String = row.try_get(column)?;
+        text.parse().map_err(|e| StoreError::corrupt(column, e))
+    }
+
+    /// A nullable text column holding a value with a `FromStr` form.
+    pub fn parsed_opt<T: FromStr>(row: &AnyRow, column: &'static str) -> StoreResult<Option<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text: Option<String> = row.try_get(column)?;
+        text.map(|t| t.parse().map_err(|e| StoreError::corrupt(column, e)))
+            .transpose()
+    }
+
+    /// A non-negative integer column that fits a `u32` (counters); larger values saturate.
+    pub fn count(row: &AnyRow, column: &'static str) -> StoreResult<u32> {
+        let value: i64 = row.try_get(column)?;
+        u32::try_from(value.max(0)).map_or(Ok(u32::MAX), Ok)
+    }
+
+    /// A JSON text column.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        row: &AnyRow,
+        column: &'static str,
+    ) -> StoreResult<T> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e))
+    }
+}
+
+/// JSON text for a column.
+fn to_json(value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::corrupt("json", e))
+}

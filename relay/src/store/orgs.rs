@@ -5,7 +5,7 @@ use shared::keys::PublicKey;
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
-use crate::error::AppError;
+use super::{StoreError, StoreResult, row};
 
 /// An organisation as the relay knows it.
 #[derive(Debug, Clone)]
@@ -27,16 +27,15 @@ pub struct ApiKeyOwner {
     pub organisation: Organisation,
 }
 
-fn parse_org(row: &sqlx::any::AnyRow) -> Result<Organisation, AppError> {
-    let id: String = row.try_get("id")?;
+fn parse_org(row: &sqlx::any::AnyRow) -> StoreResult<Organisation> {
     let key: Option<Vec<u8>> = row.try_get("public_key")?;
     Ok(Organisation {
-        id: OrganisationId::parse(&id).map_err(|e| AppError::Internal(e.to_string()))?,
+        id: row::parsed(row, "id")?,
         display_name: row.try_get("display_name")?,
         public_key: key
             .map(|der| PublicKey::from_spki_der(&der))
             .transpose()
-            .map_err(|e| AppError::Internal(format!("stored organisation key: {e}")))?,
+            .map_err(|e| StoreError::corrupt("organisation key", e))?,
     })
 }
 
@@ -46,7 +45,7 @@ pub async fn create(
     id: OrganisationId,
     display_name: &str,
     now: i64,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query("INSERT INTO organisations (id, display_name, created_at) VALUES ($1, $2, $3)")
         .bind(id.to_string())
         .bind(display_name)
@@ -60,7 +59,7 @@ pub async fn create(
 pub async fn get(
     conn: &mut AnyConnection,
     id: OrganisationId,
-) -> Result<Option<Organisation>, AppError> {
+) -> StoreResult<Option<Organisation>> {
     sqlx::query("SELECT id, display_name, public_key FROM organisations WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(conn)
@@ -70,7 +69,7 @@ pub async fn get(
 }
 
 /// Lists all organisations.
-pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Organisation>, AppError> {
+pub async fn list(conn: &mut AnyConnection) -> StoreResult<Vec<Organisation>> {
     sqlx::query("SELECT id, display_name, public_key FROM organisations ORDER BY created_at, id")
         .fetch_all(conn)
         .await?
@@ -84,7 +83,7 @@ pub async fn set_public_key(
     conn: &mut AnyConnection,
     id: OrganisationId,
     key: &PublicKey,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query("UPDATE organisations SET public_key = $1, fingerprint = $2 WHERE id = $3")
         .bind(key.spki_der().to_vec())
         .bind(key.fingerprint().to_string())
@@ -102,7 +101,7 @@ pub async fn create_api_key(
     hash: &TokenHash,
     label: &str,
     now: i64,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, organisation_id, token_hash, label, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -122,7 +121,7 @@ pub async fn revoke_api_key(
     conn: &mut AnyConnection,
     key_id: &str,
     now: i64,
-) -> Result<Option<OrganisationId>, AppError> {
+) -> StoreResult<Option<OrganisationId>> {
     let row = sqlx::query(
         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
          RETURNING organisation_id",
@@ -131,18 +130,15 @@ pub async fn revoke_api_key(
     .bind(key_id)
     .fetch_optional(conn)
     .await?;
-    row.map(|row| {
-        let id: String = row.try_get("organisation_id")?;
-        OrganisationId::parse(&id).map_err(|e| AppError::Internal(e.to_string()))
-    })
-    .transpose()
+    row.map(|row| row::parsed(&row, "organisation_id"))
+        .transpose()
 }
 
 /// The live API key with this hash, and its organisation.
 pub async fn api_key_owner(
     conn: &mut AnyConnection,
     hash: &TokenHash,
-) -> Result<Option<ApiKeyOwner>, AppError> {
+) -> StoreResult<Option<ApiKeyOwner>> {
     let row = sqlx::query(
         "SELECT k.id AS key_id, o.id, o.display_name, o.public_key \
          FROM api_keys k JOIN organisations o ON o.id = k.organisation_id \

@@ -2,10 +2,35 @@
 //! workers on any relay instance claim due rows with a lease, so an accepted message's SMS
 //! survives restarts and provider outages and is sent once.
 
+use rand_core::OsRng;
+use shared::at_rest::DataKey;
 use shared::ids::{MessageId, OrganisationId};
+use shared::phone::PhoneNumber;
 use sqlx::{AnyConnection, Row};
+use zeroize::Zeroizing;
 
-use crate::error::AppError;
+use super::{StoreError, StoreResult, row};
+
+/// Purpose label of sealed SMS bodies (see `docs/PROTOCOL.md`, relay data at rest).
+const SMS_BODY: &str = "sms-body";
+
+/// An SMS's number and text, sealed with the relay's data key: the only form in which either is
+/// stored (the number is PHI, the text carries the link).
+#[derive(Debug)]
+pub struct SealedSms {
+    to: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl SealedSms {
+    /// Seals a number and a text for the outbox.
+    pub fn seal(key: &DataKey, to: &PhoneNumber, body: &str) -> Self {
+        Self {
+            to: to.seal(key, &mut OsRng),
+            body: key.seal(SMS_BODY, body.as_bytes(), &mut OsRng),
+        }
+    }
+}
 
 /// A claimed SMS, ready to send.
 #[derive(Debug)]
@@ -16,12 +41,25 @@ pub struct OutboxRow {
     pub message_id: MessageId,
     /// Its sender.
     pub organisation_id: OrganisationId,
-    /// Destination number, sealed with the data key.
-    pub to_sealed: Vec<u8>,
-    /// SMS text, sealed with the data key.
-    pub body_sealed: Vec<u8>,
+    /// Number and text, sealed.
+    pub sealed: SealedSms,
     /// Attempts including this one.
     pub attempts: u32,
+}
+
+impl OutboxRow {
+    /// Opens the number and the text. Data that does not open (another data key, a damaged
+    /// row) never will.
+    pub fn open(&self, key: &DataKey) -> StoreResult<(PhoneNumber, Zeroizing<String>)> {
+        let to = PhoneNumber::open(key, &self.sealed.to)
+            .map_err(|e| StoreError::corrupt("outbox number", e))?;
+        let body = key
+            .open(SMS_BODY, &self.sealed.body)
+            .map_err(|e| StoreError::corrupt("outbox body", e))?;
+        let body =
+            String::from_utf8(body.to_vec()).map_err(|e| StoreError::corrupt("outbox body", e))?;
+        Ok((to, Zeroizing::new(body)))
+    }
 }
 
 /// Queues an SMS.
@@ -30,10 +68,9 @@ pub async fn enqueue(
     id: &str,
     message: MessageId,
     organisation: OrganisationId,
-    to_sealed: Vec<u8>,
-    body_sealed: Vec<u8>,
+    sms: &SealedSms,
     now: i64,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO sms_outbox (id, message_id, organisation_id, to_sealed, body_sealed, status, \
          next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
@@ -41,8 +78,8 @@ pub async fn enqueue(
     .bind(id)
     .bind(message.to_string())
     .bind(organisation.to_string())
-    .bind(to_sealed)
-    .bind(body_sealed)
+    .bind(sms.to.clone())
+    .bind(sms.body.clone())
     .bind(now)
     .execute(conn)
     .await?;
@@ -55,7 +92,7 @@ pub async fn claim_due(
     conn: &mut AnyConnection,
     now: i64,
     lease_seconds: i64,
-) -> Result<Option<OutboxRow>, AppError> {
+) -> StoreResult<Option<OutboxRow>> {
     let row = sqlx::query(
         "UPDATE sms_outbox SET claimed_until = $2, attempts = attempts + 1 \
          WHERE id = (SELECT o.id FROM sms_outbox o JOIN messages m ON m.id = o.message_id \
@@ -70,26 +107,22 @@ pub async fn claim_due(
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
-        let bad = |e: shared::Error| AppError::Internal(format!("stored outbox row: {e}"));
         Ok(OutboxRow {
             id: row.try_get("id")?,
-            message_id: MessageId::parse(&row.try_get::<String, _>("message_id")?).map_err(bad)?,
-            organisation_id: OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?)
-                .map_err(bad)?,
-            to_sealed: row.try_get("to_sealed")?,
-            body_sealed: row.try_get("body_sealed")?,
-            attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+            message_id: row::parsed(&row, "message_id")?,
+            organisation_id: row::parsed(&row, "organisation_id")?,
+            sealed: SealedSms {
+                to: row.try_get("to_sealed")?,
+                body: row.try_get("body_sealed")?,
+            },
+            attempts: row::count(&row, "attempts")?,
         })
     })
     .transpose()
 }
 
 /// Records a successful hand-over to the provider and wipes the body (it carries the link).
-pub async fn mark_sent(
-    conn: &mut AnyConnection,
-    id: &str,
-    provider_id: &str,
-) -> Result<(), AppError> {
+pub async fn mark_sent(conn: &mut AnyConnection, id: &str, provider_id: &str) -> StoreResult<()> {
     sqlx::query(
         "UPDATE sms_outbox SET status = 'sent', body_sealed = NULL, provider_id = $1, \
          last_error = NULL WHERE id = $2",
@@ -107,7 +140,7 @@ pub async fn mark_retry(
     id: &str,
     next_attempt_at: i64,
     error: &str,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE sms_outbox SET next_attempt_at = $1, claimed_until = 0, last_error = $2 WHERE id = $3",
     )
@@ -120,7 +153,7 @@ pub async fn mark_retry(
 }
 
 /// Gives up on an SMS and wipes its body.
-pub async fn mark_failed(conn: &mut AnyConnection, id: &str, error: &str) -> Result<(), AppError> {
+pub async fn mark_failed(conn: &mut AnyConnection, id: &str, error: &str) -> StoreResult<()> {
     sqlx::query(
         "UPDATE sms_outbox SET status = 'failed', body_sealed = NULL, last_error = $1 WHERE id = $2",
     )
@@ -133,10 +166,7 @@ pub async fn mark_failed(conn: &mut AnyConnection, id: &str, error: &str) -> Res
 
 /// Cancels the SMS still queued for messages that were revoked or expired (a withdrawn message
 /// must not be texted), wiping their bodies; returns how many.
-pub async fn cancel_for_ended_messages(
-    conn: &mut AnyConnection,
-    now: i64,
-) -> Result<u64, AppError> {
+pub async fn cancel_for_ended_messages(conn: &mut AnyConnection, now: i64) -> StoreResult<u64> {
     Ok(sqlx::query(
         "UPDATE sms_outbox SET status = 'cancelled', body_sealed = NULL \
          WHERE status = 'pending' AND message_id IN \
@@ -148,17 +178,26 @@ pub async fn cancel_for_ended_messages(
     .rows_affected())
 }
 
-/// Records a delivery report. Returns the SMS's message and organisation when this report is
-/// new (not a repeat of the last one recorded), `None` for a repeat, and an error for an
-/// unknown `provider_id`.
+/// What a delivery report changed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// No SMS has this provider id.
+    UnknownSms,
+    /// The same status was recorded before (providers retry callbacks).
+    Repeat,
+    /// A new status for the SMS of this message and organisation.
+    New(MessageId, OrganisationId),
+}
+
+/// Records a delivery report.
 pub async fn record_delivery(
     conn: &mut AnyConnection,
     provider_id: &str,
     status: &str,
-) -> Result<Option<(MessageId, OrganisationId)>, AppError> {
-    let sms = by_provider_id(&mut *conn, provider_id)
-        .await?
-        .ok_or(AppError::NotFound("no SMS with this MessageSid"))?;
+) -> StoreResult<Delivery> {
+    let Some((message, organisation)) = by_provider_id(&mut *conn, provider_id).await? else {
+        return Ok(Delivery::UnknownSms);
+    };
     let changed = sqlx::query(
         "UPDATE sms_outbox SET delivery_status = $1 \
          WHERE provider_id = $2 AND (delivery_status IS NULL OR delivery_status <> $1)",
@@ -168,31 +207,34 @@ pub async fn record_delivery(
     .execute(conn)
     .await?
     .rows_affected();
-    Ok((changed > 0).then_some(sms))
+    Ok(if changed > 0 {
+        Delivery::New(message, organisation)
+    } else {
+        Delivery::Repeat
+    })
 }
 
 /// The message and organisation of the SMS the provider knows by `provider_id`.
 pub async fn by_provider_id(
     conn: &mut AnyConnection,
     provider_id: &str,
-) -> Result<Option<(MessageId, OrganisationId)>, AppError> {
+) -> StoreResult<Option<(MessageId, OrganisationId)>> {
     let row =
         sqlx::query("SELECT message_id, organisation_id FROM sms_outbox WHERE provider_id = $1")
             .bind(provider_id)
             .fetch_optional(conn)
             .await?;
     row.map(|row| {
-        let bad = |e: shared::Error| AppError::Internal(format!("stored outbox row: {e}"));
         Ok((
-            MessageId::parse(&row.try_get::<String, _>("message_id")?).map_err(bad)?,
-            OrganisationId::parse(&row.try_get::<String, _>("organisation_id")?).map_err(bad)?,
+            row::parsed(&row, "message_id")?,
+            row::parsed(&row, "organisation_id")?,
         ))
     })
     .transpose()
 }
 
 /// SMS waiting to be sent (for metrics).
-pub async fn pending_count(conn: &mut AnyConnection) -> Result<i64, AppError> {
+pub async fn pending_count(conn: &mut AnyConnection) -> StoreResult<i64> {
     Ok(
         sqlx::query("SELECT COUNT(*) AS n FROM sms_outbox WHERE status = 'pending'")
             .fetch_one(conn)

@@ -6,8 +6,8 @@ use shared::kdf::{KdfParams, Salt, Verifier};
 use shared::keys::PublicKey;
 use sqlx::{AnyConnection, Row};
 
-use super::Backend;
-use crate::error::AppError;
+use super::throttle::Counter;
+use super::{StoreError, StoreResult, Tx, row, to_json};
 
 /// What the relay holds for an enrolled patient: all of it public or sealed.
 #[derive(Debug, Clone)]
@@ -31,57 +31,50 @@ pub struct Recipient {
     pub id: RecipientId,
     /// Its enrollment, if the patient has set a password.
     pub enrollment: Option<Enrollment>,
-    /// Failed unlocks since the last success or lockout.
-    pub failed_unlocks: u32,
-    /// Lockouts so far (each doubles the next).
-    pub lockouts: u32,
-    /// Unix seconds until which unlocking is refused.
-    pub locked_until: i64,
+    /// Failed unlocks and lockouts (see [`Counter`]).
+    pub unlock: Counter,
 }
 
 const COLUMNS: &str = "id, enrolled_at, public_key, sealed_private_key, kdf_params, salt, verifier, \
                        failed_unlocks, lockouts, locked_until";
 
-fn internal(what: &str) -> impl Fn(shared::Error) -> AppError + '_ {
-    move |e| AppError::Internal(format!("stored {what}: {e}"))
-}
-
-fn parse(row: &sqlx::any::AnyRow) -> Result<Recipient, AppError> {
-    let id: String = row.try_get("id")?;
+fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
     let enrolled_at: Option<i64> = row.try_get("enrolled_at")?;
     let enrollment = match enrolled_at {
         None => None,
         Some(enrolled_at) => {
             let public_key: Vec<u8> = row.try_get("public_key")?;
-            let params: String = row.try_get("kdf_params")?;
             let salt: Vec<u8> = row.try_get("salt")?;
             let verifier: Vec<u8> = row.try_get("verifier")?;
             Some(Enrollment {
                 bundle: KeyBundle {
-                    public_key: PublicKey::from_spki_der(&public_key).map_err(internal("key"))?,
+                    public_key: PublicKey::from_spki_der(&public_key)
+                        .map_err(|e| StoreError::corrupt("public key", e))?,
                     sealed_private_key: row.try_get("sealed_private_key")?,
                 },
-                kdf_params: serde_json::from_str(&params)
-                    .map_err(|e| AppError::Internal(format!("stored KDF params: {e}")))?,
+                kdf_params: row::json(row, "kdf_params")?,
                 salt: Salt::from_bytes(
                     salt.try_into()
-                        .map_err(|_| AppError::Internal("stored salt length".into()))?,
+                        .map_err(|_| StoreError::corrupt("salt", "wrong length"))?,
                 ),
                 verifier: Verifier::from_bytes(
                     verifier
                         .try_into()
-                        .map_err(|_| AppError::Internal("stored verifier length".into()))?,
+                        .map_err(|_| StoreError::corrupt("verifier", "wrong length"))?,
                 ),
                 enrolled_at,
             })
         }
     };
     Ok(Recipient {
-        id: RecipientId::parse(&id).map_err(internal("recipient id"))?,
+        id: row::parsed(row, "id")?,
         enrollment,
-        failed_unlocks: u32::try_from(row.try_get::<i64, _>("failed_unlocks")?).unwrap_or(u32::MAX),
-        lockouts: u32::try_from(row.try_get::<i64, _>("lockouts")?).unwrap_or(u32::MAX),
-        locked_until: row.try_get("locked_until")?,
+        unlock: Counter {
+            count: row::count(row, "failed_unlocks")?,
+            lockouts: row::count(row, "lockouts")?,
+            locked_until: row.try_get("locked_until")?,
+            updated_at: 0,
+        },
     })
 }
 
@@ -89,7 +82,7 @@ fn parse(row: &sqlx::any::AnyRow) -> Result<Recipient, AppError> {
 pub async fn find_by_phone(
     conn: &mut AnyConnection,
     lookup: &[u8; 32],
-) -> Result<Option<Recipient>, AppError> {
+) -> StoreResult<Option<Recipient>> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM recipients WHERE phone_lookup = $1"
     ))
@@ -102,22 +95,21 @@ pub async fn find_by_phone(
 
 /// Locks the patient's row until the transaction ends (PostgreSQL; SQLite has a single
 /// writer), so that concurrent unlock attempts are counted one after another.
-pub async fn lock(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    id: RecipientId,
-) -> Result<(), AppError> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT id FROM recipients WHERE id = $1 FOR UPDATE")
-            .bind(id.to_string())
-            .fetch_optional(conn)
-            .await?;
+pub async fn lock(tx: &mut Tx, id: RecipientId) -> StoreResult<()> {
+    if !tx.for_update().is_empty() {
+        sqlx::query(&format!(
+            "SELECT id FROM recipients WHERE id = $1{}",
+            tx.for_update()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
     }
     Ok(())
 }
 
 /// The patient with this id.
-pub async fn get(conn: &mut AnyConnection, id: RecipientId) -> Result<Option<Recipient>, AppError> {
+pub async fn get(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<Option<Recipient>> {
     sqlx::query(&format!("SELECT {COLUMNS} FROM recipients WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
@@ -133,7 +125,7 @@ pub async fn get_or_create(
     lookup: &[u8; 32],
     phone_sealed: Vec<u8>,
     now: i64,
-) -> Result<Recipient, AppError> {
+) -> StoreResult<Recipient> {
     sqlx::query(
         "INSERT INTO recipients (id, phone_lookup, phone_sealed, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (phone_lookup) DO NOTHING",
@@ -146,7 +138,7 @@ pub async fn get_or_create(
     .await?;
     find_by_phone(conn, lookup)
         .await?
-        .ok_or_else(|| AppError::Internal("recipient vanished after insert".into()))
+        .ok_or_else(|| StoreError::corrupt("recipient", "vanished after insert"))
 }
 
 /// Records an enrollment; `false` if the patient was already enrolled.
@@ -154,9 +146,8 @@ pub async fn enroll(
     conn: &mut AnyConnection,
     id: RecipientId,
     enrollment: &Enrollment,
-) -> Result<bool, AppError> {
-    let params = serde_json::to_string(&enrollment.kdf_params)
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+) -> StoreResult<bool> {
+    let params = to_json(&enrollment.kdf_params)?;
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = $1, public_key = $2, fingerprint = $3, \
          sealed_private_key = $4, kdf_params = $5, salt = $6, verifier = $7, \
@@ -177,7 +168,7 @@ pub async fn enroll(
 }
 
 /// Forgets the enrollment (forgotten password); `false` if there was none.
-pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> Result<bool, AppError> {
+pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = NULL, public_key = NULL, fingerprint = NULL, \
          sealed_private_key = NULL, kdf_params = NULL, salt = NULL, verifier = NULL, \
@@ -190,20 +181,18 @@ pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> Resu
     Ok(done.rows_affected() == 1)
 }
 
-/// Stores the patient's failure counters.
+/// Stores the patient's failure counter.
 pub async fn set_unlock_state(
     conn: &mut AnyConnection,
     id: RecipientId,
-    failed_unlocks: u32,
-    lockouts: u32,
-    locked_until: i64,
-) -> Result<(), AppError> {
+    unlock: &Counter,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE recipients SET failed_unlocks = $1, lockouts = $2, locked_until = $3 WHERE id = $4",
     )
-    .bind(i64::from(failed_unlocks))
-    .bind(i64::from(lockouts))
-    .bind(locked_until)
+    .bind(i64::from(unlock.count))
+    .bind(i64::from(unlock.lockouts))
+    .bind(unlock.locked_until)
     .bind(id.to_string())
     .execute(conn)
     .await?;

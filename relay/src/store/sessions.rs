@@ -4,7 +4,7 @@ use shared::ids::{RecipientId, SessionId};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
-use crate::error::AppError;
+use super::{StoreResult, row};
 
 /// A live session.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct NewSession<'a> {
 }
 
 /// Stores a new session.
-pub async fn create(conn: &mut AnyConnection, session: &NewSession<'_>) -> Result<(), AppError> {
+pub async fn create(conn: &mut AnyConnection, session: &NewSession<'_>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, recipient_id, relay_half, created_at, last_seen_at, \
          expires_at) VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -61,7 +61,7 @@ pub async fn live_by_token(
     token: &TokenHash,
     now: i64,
     idle_seconds: i64,
-) -> Result<Option<SessionRow>, AppError> {
+) -> StoreResult<Option<SessionRow>> {
     let row = sqlx::query(
         "SELECT id, recipient_id, relay_half, last_seen_at, expires_at FROM sessions \
          WHERE token_hash = $1 AND ended_at IS NULL AND relay_half IS NOT NULL \
@@ -73,11 +73,9 @@ pub async fn live_by_token(
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
-        let bad = |e: shared::Error| AppError::Internal(format!("stored session: {e}"));
         Ok(SessionRow {
-            id: SessionId::parse(&row.try_get::<String, _>("id")?).map_err(bad)?,
-            recipient_id: RecipientId::parse(&row.try_get::<String, _>("recipient_id")?)
-                .map_err(bad)?,
+            id: row::parsed(&row, "id")?,
+            recipient_id: row::parsed(&row, "recipient_id")?,
             relay_half_sealed: row.try_get("relay_half")?,
             last_seen_at: row.try_get("last_seen_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -87,7 +85,7 @@ pub async fn live_by_token(
 }
 
 /// Records activity on a session (pushes back the idle timeout).
-pub async fn touch(conn: &mut AnyConnection, id: SessionId, now: i64) -> Result<(), AppError> {
+pub async fn touch(conn: &mut AnyConnection, id: SessionId, now: i64) -> StoreResult<()> {
     sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id.to_string())
@@ -102,7 +100,7 @@ pub async fn end(
     id: SessionId,
     now: i64,
     reason: &str,
-) -> Result<(), AppError> {
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = $2 \
          WHERE id = $3 AND ended_at IS NULL",
@@ -121,7 +119,7 @@ pub async fn end_all_for_recipient(
     recipient: RecipientId,
     now: i64,
     reason: &str,
-) -> Result<u64, AppError> {
+) -> StoreResult<u64> {
     Ok(sqlx::query(
         "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = $2 \
          WHERE recipient_id = $3 AND ended_at IS NULL",
@@ -135,11 +133,7 @@ pub async fn end_all_for_recipient(
 }
 
 /// Ends sessions past their hard end or idle timeout; returns how many.
-pub async fn end_stale(
-    conn: &mut AnyConnection,
-    now: i64,
-    idle_seconds: i64,
-) -> Result<u64, AppError> {
+pub async fn end_stale(conn: &mut AnyConnection, now: i64, idle_seconds: i64) -> StoreResult<u64> {
     Ok(sqlx::query(
         "UPDATE sessions SET relay_half = NULL, ended_at = $1, end_reason = 'timeout' \
          WHERE ended_at IS NULL AND (expires_at <= $1 OR last_seen_at <= $2)",

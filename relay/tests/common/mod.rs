@@ -2,13 +2,15 @@
 //! PostgreSQL database, with a manual clock and the console SMS provider writing to a temp file.
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use rand_core::{OsRng, RngCore};
-use relay::config::{Cli, Command, Limits};
+use relay::limits::Limits;
 use relay::sms::console::ConsoleProvider;
 use relay::state::{AppState, Clock, Settings};
 use relay::store::{Backend, Store};
@@ -94,12 +96,7 @@ impl TestDb {
 
 /// Default limits, as `relay serve` would have them with no flags.
 pub fn default_limits() -> Limits {
-    use clap::Parser;
-    let cli = Cli::parse_from(["relay", "serve"]);
-    match cli.command {
-        Command::Serve(args) => args.limits,
-        _ => unreachable!(),
-    }
+    Limits::default()
 }
 
 /// What a relay server is started from.
@@ -173,6 +170,8 @@ pub struct TestRelay {
     pub http: reqwest::Client,
     /// Twilio auth token for status callbacks (set before `boot`).
     pub twilio_token: Option<String>,
+    /// The generated API description every answer is checked against.
+    pub contract: Arc<contract::Contract>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -209,6 +208,7 @@ impl TestRelay {
             data_key: data_key.to_string(),
             http: reqwest::Client::new(),
             twilio_token: None,
+            contract: Arc::new(contract::Contract::new()),
             shutdown: Some(running.shutdown),
             task: Some(running.task),
         }
@@ -339,6 +339,7 @@ impl TestRelay {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let method_name = method.as_str().to_owned();
         let mut request = self.http.request(method, self.url(path));
         if let Some(key) = auth {
             request = request.bearer_auth(key);
@@ -349,10 +350,9 @@ impl TestRelay {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        self.contract.check(&method_name, path, status, &body);
+        (status, body)
     }
 }
 

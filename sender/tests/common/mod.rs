@@ -171,12 +171,8 @@ impl TestRelay {
 }
 
 /// Default relay limits, as `relay serve` has them with no flags.
-pub fn default_limits() -> relay::config::Limits {
-    use clap::Parser as _;
-    match relay::config::Cli::parse_from(["relay", "serve"]).command {
-        relay::config::Command::Serve(args) => args.limits,
-        _ => unreachable!(),
-    }
+pub fn default_limits() -> relay::limits::Limits {
+    relay::limits::Limits::default()
 }
 
 /// The patient's side, played with `shared` as the viewer would.
