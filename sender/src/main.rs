@@ -17,7 +17,7 @@ use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::pins::PinStore;
 use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
 use sender::setup::{InitRequest, new_passphrase, unseal_key};
-use sender::state::{StateDir, write_private};
+use sender::state::{StateDir, unix_now, write_private};
 use sender::{Error, ExitCode};
 use serde_json::json;
 use shared::envelope::Content;
@@ -492,7 +492,7 @@ async fn shutdown_signal() {
 }
 
 fn report(notice: AgentNotice<'_>, output: Output) {
-    let stamp = utc(sender_now());
+    let stamp = utc(unix_now());
     let (human, value) = match notice {
         AgentNotice::Event(event) => (describe(event), json!(event)),
         AgentNotice::PassFailed { error, retry_in } => (
@@ -747,13 +747,6 @@ async fn audit(
         }
     }
     Ok(ExitCode::Ok)
-}
-
-fn sender_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian; no time-zone database).
