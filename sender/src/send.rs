@@ -21,7 +21,7 @@ use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::keys::{Fingerprint, PublicKey};
 
 use crate::Error;
-use crate::client::Client;
+use crate::client::{Client, SubmitStatus};
 use crate::journal::{Journal, RecordState, SentRecord};
 use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::{StateDir, unix_now};
@@ -106,7 +106,7 @@ pub struct SendReceipt {
     /// The patient's id on the relay.
     pub recipient_id: RecipientId,
     /// The relay's status (`queued`).
-    pub status: String,
+    pub status: SubmitStatus,
     /// When the message expires (Unix seconds).
     pub expires_at: i64,
     /// How the recipient's key was treated.
