@@ -16,15 +16,26 @@ use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use shared::api::{
+    LookupRequest, OrganisationView, PendingRewraps, RegisterKeyRequest, RevokeResponse,
+    SubmitRequest, UploadWrapRequest, UploadWrapResponse,
+};
 use shared::audit::AuditEvent;
 use shared::envelope::{Envelope, Wrap};
-use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::ids::{MessageId, OrganisationId};
 use shared::keys::{Fingerprint, PublicKey};
 
 use crate::config::{ApiKey, RelayUrl};
 use crate::{Error, RelayError};
+
+/// The relay's answers as they are on the wire (`shared::api`), returned once checked: a
+/// [`RecipientView`]'s fingerprint matches its key, a [`StatusView`] or [`SubmitResponse`] is
+/// for the message asked about, every [`PendingRewrap`]'s fingerprint matches its key.
+pub use shared::api::{
+    MessageStatus, PendingRewrap, RecipientView, StatusView, SubmitResponse, SubmitStatus,
+};
 
 /// How often and how long to retry a request that failed transiently (network error, 5xx,
 /// 429).
@@ -70,7 +81,8 @@ impl RetryPolicy {
     }
 }
 
-/// The organisation as the relay knows it (`GET /v1/organisation`).
+/// The organisation as the relay knows it (`GET /v1/organisation`), once its fingerprint was
+/// checked against its key (so only the key is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganisationInfo {
     /// The organisation's id.
@@ -79,81 +91,6 @@ pub struct OrganisationInfo {
     pub display_name: String,
     /// The registered public key, if any.
     pub public_key: Option<PublicKey>,
-}
-
-/// An enrolled recipient's key (`POST /v1/recipients/lookup`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecipientKey {
-    /// The relay's id of the patient.
-    pub recipient_id: RecipientId,
-    /// The patient's current public key (checked).
-    pub public_key: PublicKey,
-    /// Its fingerprint, computed here.
-    pub fingerprint: Fingerprint,
-    /// When the patient enrolled this key (Unix seconds).
-    pub enrolled_at: i64,
-}
-
-/// The relay's answer to a submission (`POST /v1/messages`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitReceipt {
-    /// The message id (ours, echoed).
-    pub message_id: MessageId,
-    /// The patient's id on the relay (created for a first contact).
-    pub recipient_id: RecipientId,
-    /// `queued`.
-    pub status: String,
-    /// When the message expires (Unix seconds).
-    pub expires_at: i64,
-}
-
-/// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lifecycle {
-    /// Deliverable.
-    Active,
-    /// Withdrawn by the sender.
-    Revoked,
-    /// Past its expiry.
-    Expired,
-}
-
-/// A message's status and trail (`GET /v1/messages/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageStatus {
-    /// The message.
-    pub message_id: MessageId,
-    /// Its recipient.
-    pub recipient_id: RecipientId,
-    /// Active, revoked or expired.
-    pub status: Lifecycle,
-    /// When the relay accepted it.
-    pub created_at: i64,
-    /// When it expires.
-    pub expires_at: i64,
-    /// First time the link was opened.
-    pub opened_at: Option<i64>,
-    /// First read receipt.
-    pub read_at: Option<i64>,
-    /// The message's audit events, oldest first.
-    pub events: Vec<AuditEvent>,
-}
-
-/// A first-contact or re-enrollment message waiting for the agent (`GET /v1/rewraps`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PendingRewrap {
-    /// The message.
-    pub message_id: MessageId,
-    /// The patient the relay says it is for.
-    pub recipient_id: RecipientId,
-    /// The patient's current public key (checked on parse).
-    pub recipient_public_key: PublicKey,
-    /// The fingerprint the relay claims for it; [`Client::pending_rewraps`] checks it.
-    pub recipient_fingerprint: Fingerprint,
-    /// The stored envelope.
-    pub envelope: Envelope,
 }
 
 /// A client of one relay, acting as one organisation (its API key).
@@ -206,16 +143,16 @@ impl Client {
     /// The organisation behind the API key, with its registered key (fingerprint checked).
     pub async fn organisation(&self) -> Result<OrganisationInfo, Error> {
         let view: OrganisationView = self.json(Method::GET, "/v1/organisation", None).await?;
-        view.check()
+        OrganisationInfo::checked(view)
     }
 
     /// Registers (or replaces) the organisation's public key.
     pub async fn register_key(&self, public_key: &PublicKey) -> Result<OrganisationInfo, Error> {
-        let body = serde_json::json!({ "public_key": public_key });
-        let view: OrganisationView = self
-            .json(Method::PUT, "/v1/organisation/key", Some(body))
-            .await?;
-        let info = view.check()?;
+        let body = json_body(&RegisterKeyRequest {
+            public_key: public_key.clone(),
+        });
+        let view: OrganisationView = self.json(Method::PUT, "/v1/organisation/key", body).await?;
+        let info = OrganisationInfo::checked(view)?;
         if info.public_key.as_ref() != Some(public_key) {
             return Err(Error::BadResponse(
                 "the relay did not confirm the registered key".into(),
@@ -225,36 +162,24 @@ impl Client {
     }
 
     /// The enrolled key of the patient with this phone number (E.164), or `None` if the
-    /// relay knows no enrolled patient with it (first contact).
-    pub async fn lookup_recipient(&self, phone: &str) -> Result<Option<RecipientKey>, Error> {
-        #[derive(Deserialize)]
-        struct View {
-            recipient_id: RecipientId,
-            public_key: PublicKey,
-            fingerprint: Fingerprint,
-            enrolled_at: i64,
-        }
-        let body = serde_json::json!({ "phone": phone });
-        let view: View = match self
-            .json(Method::POST, "/v1/recipients/lookup", Some(body))
-            .await
+    /// relay knows no enrolled patient with it (first contact). The fingerprint is checked
+    /// against the key.
+    pub async fn lookup_recipient(&self, phone: &str) -> Result<Option<RecipientView>, Error> {
+        let body = json_body(&LookupRequest {
+            phone: phone.to_owned(),
+        });
+        let view: RecipientView = match self.json(Method::POST, "/v1/recipients/lookup", body).await
         {
             Ok(view) => view,
             Err(Error::Relay(RelayError { status: 404, .. })) => return Ok(None),
             Err(error) => return Err(error),
         };
-        let fingerprint = view.public_key.fingerprint();
-        if fingerprint != view.fingerprint {
+        if view.public_key.fingerprint() != view.fingerprint {
             return Err(Error::BadResponse(
                 "the recipient's fingerprint does not match its public key".into(),
             ));
         }
-        Ok(Some(RecipientKey {
-            recipient_id: view.recipient_id,
-            public_key: view.public_key,
-            fingerprint,
-            enrolled_at: view.enrolled_at,
-        }))
+        Ok(Some(view))
     }
 
     /// Submits a sealed envelope for `to` (E.164). `idempotency_key` makes retries safe: the
@@ -264,18 +189,14 @@ impl Client {
         to: &str,
         envelope: &Envelope,
         idempotency_key: &str,
-    ) -> Result<SubmitReceipt, Error> {
-        let body = serde_json::json!({
-            "to": to,
-            "envelope": envelope,
-            "idempotency_key": idempotency_key,
+    ) -> Result<SubmitResponse, Error> {
+        let body = json_body(&SubmitRequest {
+            to: to.to_owned(),
+            envelope: envelope.clone(),
+            idempotency_key: Some(idempotency_key.to_owned()),
         });
-        let receipt: SubmitReceipt = self.json(Method::POST, "/v1/messages", Some(body)).await?;
-        if receipt.message_id != envelope.header.message_id {
-            return Err(Error::BadResponse(
-                "the relay answered for another message id".into(),
-            ));
-        }
+        let receipt: SubmitResponse = self.json(Method::POST, "/v1/messages", body).await?;
+        check_message_id(receipt.message_id, envelope.header.message_id)?;
         if let Some(named) = envelope.header.recipient_id
             && named != receipt.recipient_id
         {
@@ -287,34 +208,26 @@ impl Client {
     }
 
     /// A message's status and its audit events.
-    pub async fn status(&self, id: MessageId) -> Result<MessageStatus, Error> {
-        let status: MessageStatus = self
+    pub async fn status(&self, id: MessageId) -> Result<StatusView, Error> {
+        let status: StatusView = self
             .json(Method::GET, &format!("/v1/messages/{id}"), None)
             .await?;
-        if status.message_id != id {
-            return Err(Error::BadResponse(
-                "the relay answered for another message id".into(),
-            ));
-        }
+        check_message_id(status.message_id, id)?;
         Ok(status)
     }
 
     /// Withdraws a message: the relay stops serving it and purges the ciphertext.
     pub async fn revoke(&self, id: MessageId) -> Result<(), Error> {
-        let _: serde_json::Value = self
+        let answer: RevokeResponse = self
             .json(Method::POST, &format!("/v1/messages/{id}/revoke"), None)
             .await?;
-        Ok(())
+        check_message_id(answer.message_id, id)
     }
 
     /// Messages waiting for a recipient wrap. Each item's fingerprint is checked against its
     /// public key; an inconsistent list is refused as a whole.
     pub async fn pending_rewraps(&self) -> Result<Vec<PendingRewrap>, Error> {
-        #[derive(Deserialize)]
-        struct List {
-            pending: Vec<PendingRewrap>,
-        }
-        let list: List = self.json(Method::GET, "/v1/rewraps", None).await?;
+        let list: PendingRewraps = self.json(Method::GET, "/v1/rewraps", None).await?;
         for item in &list.pending {
             if item.recipient_public_key.fingerprint() != item.recipient_fingerprint {
                 return Err(Error::BadResponse(format!(
@@ -328,18 +241,15 @@ impl Client {
 
     /// Uploads a recipient wrap made by the agent; returns the fingerprint the relay installed.
     pub async fn upload_wrap(&self, id: MessageId, wrap: &Wrap) -> Result<Fingerprint, Error> {
-        #[derive(Deserialize)]
-        struct Answer {
-            recipient_fingerprint: Fingerprint,
-        }
-        let body = serde_json::json!({ "wrap": wrap });
-        let answer: Answer = self
+        let body = json_body(&UploadWrapRequest { wrap: wrap.clone() });
+        let answer: UploadWrapResponse = self
             .json(
                 Method::PUT,
                 &format!("/v1/messages/{id}/recipient-wrap"),
-                Some(body),
+                body,
             )
             .await?;
+        check_message_id(answer.message_id, id)?;
         if answer.recipient_fingerprint != wrap.key_fingerprint {
             return Err(Error::BadResponse(
                 "the relay installed a wrap for another key".into(),
@@ -384,7 +294,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
         let text = self.text(method, path, body).await?;
         serde_json::from_str(&text)
@@ -396,10 +306,9 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<String, Error> {
         let url = self.base.join(path);
-        let body = body.map(|b| serde_json::to_vec(&b).expect("JSON values serialize"));
         let mut retry = 0;
         loop {
             let outcome = self
@@ -477,25 +386,34 @@ fn unreachable(base: &RelayUrl, error: reqwest::Error) -> Error {
     Error::Unreachable(text)
 }
 
-#[derive(Deserialize)]
-struct OrganisationView {
-    id: OrganisationId,
-    display_name: String,
-    public_key: Option<PublicKey>,
-    fingerprint: Option<Fingerprint>,
+/// A request body, serialized once so that every retry sends the same bytes.
+fn json_body(request: &impl Serialize) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(request).expect("request bodies serialize"))
 }
 
-impl OrganisationView {
-    fn check(self) -> Result<OrganisationInfo, Error> {
-        if self.public_key.as_ref().map(PublicKey::fingerprint) != self.fingerprint {
+/// Refuses an answer about another message than the one asked about.
+fn check_message_id(answered: MessageId, asked: MessageId) -> Result<(), Error> {
+    if answered == asked {
+        Ok(())
+    } else {
+        Err(Error::BadResponse(
+            "the relay answered for another message id".into(),
+        ))
+    }
+}
+
+impl OrganisationInfo {
+    /// Checks the relay's view (the fingerprint must be the key's) and keeps the key.
+    fn checked(view: OrganisationView) -> Result<Self, Error> {
+        if view.public_key.as_ref().map(PublicKey::fingerprint) != view.fingerprint {
             return Err(Error::BadResponse(
                 "the organisation's fingerprint does not match its public key".into(),
             ));
         }
-        Ok(OrganisationInfo {
-            id: self.id,
-            display_name: self.display_name,
-            public_key: self.public_key,
+        Ok(Self {
+            id: view.id,
+            display_name: view.display_name,
+            public_key: view.public_key,
         })
     }
 }

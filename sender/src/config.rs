@@ -27,7 +27,7 @@ use shared::keyfile::OrganisationKeyFile;
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::state::{StateDir, read_json, read_private, write_json};
+use crate::state::{StateDir, Versioned, read_private, read_versioned, write_json};
 
 /// A relay API key (bearer token). Never printed; wiped when dropped.
 #[derive(Clone)]
@@ -161,6 +161,12 @@ pub struct ConfigFile {
     pub key_file: Option<PathBuf>,
 }
 
+impl Versioned for ConfigFile {
+    fn version(&self) -> u8 {
+        self.version
+    }
+}
+
 /// Values given on the command line or in the environment; each wins over the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -191,19 +197,12 @@ impl Config {
     /// Loads `config.json` from `state` and applies `overrides`. Fails if no configuration
     /// exists (`securetext init` writes it) or the API key is given nowhere.
     pub fn load(state: StateDir, overrides: Overrides) -> Result<Self, Error> {
-        let path = state.config_file();
-        let file: ConfigFile = read_json(&path)?.ok_or_else(|| {
+        let file: ConfigFile = read_versioned(&state.config_file())?.ok_or_else(|| {
             Error::Config(format!(
                 "no configuration in {}; run `securetext init` first",
                 state.path().display()
             ))
         })?;
-        if file.version != 1 {
-            return Err(Error::StateFile {
-                path,
-                reason: format!("unsupported version {}", file.version),
-            });
-        }
         let api_key = overrides.api_key.or(file.api_key).ok_or_else(|| {
             Error::Config("no API key: set SECURETEXT_API_KEY or run `securetext init`".into())
         })?;

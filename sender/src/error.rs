@@ -6,11 +6,12 @@
 //! - Every error has exactly one [`ExitCode`], so scripts can tell "the relay said no" from "the
 //!   relay is down" from "the local key is unusable" without parsing text.
 
-use std::fmt;
 use std::path::PathBuf;
 
+use shared::api::ErrorBody;
 use shared::ids::RecipientId;
 use shared::keys::Fingerprint;
+use shared::phone::PhoneError;
 
 /// Everything the sender library can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +155,14 @@ impl Error {
     }
 }
 
+impl From<PhoneError> for Error {
+    /// A phone number comes from the caller, so a bad one is an input error; the shared error's
+    /// text names the rule and carries no part of the number.
+    fn from(error: PhoneError) -> Self {
+        Self::Input(error.to_string())
+    }
+}
+
 /// The documented exit codes of the `securetext` command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -184,175 +193,62 @@ impl ExitCode {
     }
 }
 
-/// A relay error code, as in the `error` field of the relay's error body. Every code the
-/// relay's API can answer has a variant, so that callers can match on them; codes added later
-/// arrive as [`ErrorCode::Other`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// `bad_request`: the body is not JSON or lacks the content type.
-    BadRequest,
-    /// `invalid`: a field has an unacceptable value (see `field`).
-    Invalid,
-    /// `body_too_large`: the request exceeds the relay's body limit.
-    BodyTooLarge,
-    /// `unauthorized`: missing, malformed, unknown or revoked API key.
-    Unauthorized,
-    /// `forbidden`: the envelope names another organisation.
-    Forbidden,
-    /// `not_found`: no such message (or recipient, or endpoint).
-    NotFound,
-    /// `method_not_allowed`: wrong HTTP method (a client bug).
-    MethodNotAllowed,
-    /// `organisation_key_missing`: the organisation has not registered its public key.
-    OrganisationKeyMissing,
-    /// `idempotency_key_reused`: the idempotency key belongs to another message.
-    IdempotencyKeyReused,
-    /// `duplicate_message`: the message id is already used.
-    DuplicateMessage,
-    /// `recipient_key_changed`: the patient's key is not the one wrapped to.
-    RecipientKeyChanged,
-    /// `recipient_not_enrolled`: the patient has not enrolled (or was reset).
-    RecipientNotEnrolled,
-    /// `not_active`: the message is already revoked or expired.
-    NotActive,
-    /// `message_ended`: the message is revoked or expired.
-    MessageEnded,
-    /// `message_revoked` (viewer API).
-    MessageRevoked,
-    /// `message_expired` (viewer API).
-    MessageExpired,
-    /// `already_enrolled` (viewer API).
-    AlreadyEnrolled,
-    /// `not_enrolled` (viewer API).
-    NotEnrolled,
-    /// `wrong_password` (viewer API).
-    WrongPassword,
-    /// `locked_out` (viewer API).
-    LockedOut,
-    /// `rate_limited`: too many requests from this API key.
-    RateLimited,
-    /// `unavailable`: a dependency of the relay is down.
-    Unavailable,
-    /// `internal`: the relay failed; details are in its log.
-    Internal,
-    /// A code this version does not know, or a response without an error body.
-    Other(String),
-}
+pub use shared::api::ErrorCode;
 
-impl ErrorCode {
-    /// Parses the wire code.
-    pub fn parse(code: &str) -> Self {
-        match code {
-            "bad_request" => Self::BadRequest,
-            "invalid" => Self::Invalid,
-            "body_too_large" => Self::BodyTooLarge,
-            "unauthorized" => Self::Unauthorized,
-            "forbidden" => Self::Forbidden,
-            "not_found" => Self::NotFound,
-            "method_not_allowed" => Self::MethodNotAllowed,
-            "organisation_key_missing" => Self::OrganisationKeyMissing,
-            "idempotency_key_reused" => Self::IdempotencyKeyReused,
-            "duplicate_message" => Self::DuplicateMessage,
-            "recipient_key_changed" => Self::RecipientKeyChanged,
-            "recipient_not_enrolled" => Self::RecipientNotEnrolled,
-            "not_active" => Self::NotActive,
-            "message_ended" => Self::MessageEnded,
-            "message_revoked" => Self::MessageRevoked,
-            "message_expired" => Self::MessageExpired,
-            "already_enrolled" => Self::AlreadyEnrolled,
-            "not_enrolled" => Self::NotEnrolled,
-            "wrong_password" => Self::WrongPassword,
-            "locked_out" => Self::LockedOut,
-            "rate_limited" => Self::RateLimited,
-            "unavailable" => Self::Unavailable,
-            "internal" => Self::Internal,
-            other => Self::Other(other.to_owned()),
+/// What the operator should do about a relay error code, in one sentence.
+pub fn hint(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::MethodNotAllowed => {
+            "the relay did not understand the request; check that this tool matches the \
+             relay's version"
         }
-    }
-
-    /// The wire code.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::BadRequest => "bad_request",
-            Self::Invalid => "invalid",
-            Self::BodyTooLarge => "body_too_large",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::OrganisationKeyMissing => "organisation_key_missing",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::DuplicateMessage => "duplicate_message",
-            Self::RecipientKeyChanged => "recipient_key_changed",
-            Self::RecipientNotEnrolled => "recipient_not_enrolled",
-            Self::NotActive => "not_active",
-            Self::MessageEnded => "message_ended",
-            Self::MessageRevoked => "message_revoked",
-            Self::MessageExpired => "message_expired",
-            Self::AlreadyEnrolled => "already_enrolled",
-            Self::NotEnrolled => "not_enrolled",
-            Self::WrongPassword => "wrong_password",
-            Self::LockedOut => "locked_out",
-            Self::RateLimited => "rate_limited",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-            Self::Other(code) => code,
+        ErrorCode::Invalid => "a value was refused; see the field named above",
+        ErrorCode::BodyTooLarge => "the message is larger than this relay accepts; shorten it",
+        ErrorCode::Unauthorized => {
+            "the API key is missing, wrong or revoked; ask the relay operator for a new one"
         }
-    }
-
-    /// What the operator should do about it, in one sentence.
-    pub fn hint(&self) -> &'static str {
-        match self {
-            Self::BadRequest | Self::MethodNotAllowed => {
-                "the relay did not understand the request; check that this tool matches the \
-                 relay's version"
-            }
-            Self::Invalid => "a value was refused; see the field named above",
-            Self::BodyTooLarge => "the message is larger than this relay accepts; shorten it",
-            Self::Unauthorized => {
-                "the API key is missing, wrong or revoked; ask the relay operator for a new one"
-            }
-            Self::Forbidden => "the API key belongs to another organisation than the key file",
-            Self::NotFound => "no such message for this organisation (or no such patient)",
-            Self::OrganisationKeyMissing => {
-                "the organisation has no registered public key; run `securetext init`"
-            }
-            Self::IdempotencyKeyReused => {
-                "this idempotency key was already used for a different message"
-            }
-            Self::DuplicateMessage => "a message with this id already exists",
-            Self::RecipientKeyChanged => {
-                "the patient re-enrolled while sending; run the command again"
-            }
-            Self::RecipientNotEnrolled => {
-                "the patient has not enrolled yet (or was reset); the agent will retry"
-            }
-            Self::NotActive | Self::MessageEnded | Self::MessageRevoked | Self::MessageExpired => {
-                "the message is already revoked or expired"
-            }
-            Self::AlreadyEnrolled | Self::NotEnrolled | Self::WrongPassword | Self::LockedOut => {
-                "a viewer-side condition; not expected from the sender API"
-            }
-            Self::RateLimited => "too many requests; wait for the indicated time and retry",
-            Self::Unavailable | Self::Internal => {
-                "the relay has a problem; retry later or tell its operator"
-            }
-            Self::Other(_) => "unknown error code; see the message",
+        ErrorCode::Forbidden => "the API key belongs to another organisation than the key file",
+        ErrorCode::NotFound => "no such message for this organisation (or no such patient)",
+        ErrorCode::OrganisationKeyMissing => {
+            "the organisation has no registered public key; run `securetext init`"
         }
+        ErrorCode::IdempotencyKeyReused => {
+            "this idempotency key was already used for a different message"
+        }
+        ErrorCode::DuplicateMessage => "a message with this id already exists",
+        ErrorCode::RecipientKeyChanged => {
+            "the patient re-enrolled while sending; run the command again"
+        }
+        ErrorCode::RecipientNotEnrolled => {
+            "the patient has not enrolled yet (or was reset); the agent will retry"
+        }
+        ErrorCode::NotActive
+        | ErrorCode::MessageEnded
+        | ErrorCode::MessageRevoked
+        | ErrorCode::MessageExpired => "the message is already revoked or expired",
+        ErrorCode::AlreadyEnrolled
+        | ErrorCode::NotEnrolled
+        | ErrorCode::AwaitingKey
+        | ErrorCode::WrongPassword
+        | ErrorCode::LockedOut => "a viewer-side condition; not expected from the sender API",
+        ErrorCode::RateLimited => "too many requests; wait for the indicated time and retry",
+        ErrorCode::Unavailable | ErrorCode::Internal => {
+            "the relay has a problem; retry later or tell its operator"
+        }
+        ErrorCode::Unknown => UNKNOWN_CODE_HINT,
+        // `ErrorCode` is `#[non_exhaustive]`: a code added to `shared` after this match was
+        // written. The test below fails until it gets its own hint.
+        _ => UNKNOWN_CODE_HINT,
     }
 }
 
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The hint of a code this tool has no advice for.
+const UNKNOWN_CODE_HINT: &str = "unknown error code; see the message";
 
 /// An error answer of the relay: its status and the fields of its JSON error body
 /// (`{"error", "message", "field"?, "attempts_left"?, "retry_after"?}`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("relay refused the request ({status} {code}): {message}{}; {}", field_text(.field), .code.hint())]
+#[error("relay refused the request ({status} {code}): {message}{}; {}", field_text(.field), hint(*.code))]
 pub struct RelayError {
     /// HTTP status.
     pub status: u16,
@@ -378,23 +274,13 @@ fn field_text(field: &Option<String>) -> String {
 
 impl RelayError {
     /// Builds the error from a non-success response. A body that is not the relay's error JSON
-    /// (a proxy's HTML page, say) becomes [`ErrorCode::Other`] with a short excerpt.
+    /// (a proxy's HTML page, say) becomes [`ErrorCode::Unknown`] with a short excerpt; the
+    /// status is kept, so [`Self::is_transient`] still tells a failing gateway from a refusal.
     pub fn from_response(status: u16, body: &str, retry_after_header: Option<u64>) -> Self {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: String,
-            message: String,
-            #[serde(default)]
-            field: Option<String>,
-            #[serde(default)]
-            attempts_left: Option<u32>,
-            #[serde(default)]
-            retry_after: Option<u64>,
-        }
-        match serde_json::from_str::<Body>(body) {
+        match serde_json::from_str::<ErrorBody>(body) {
             Ok(parsed) => Self {
                 status,
-                code: ErrorCode::parse(&parsed.error),
+                code: parsed.error,
                 message: parsed.message,
                 field: parsed.field,
                 attempts_left: parsed.attempts_left,
@@ -402,7 +288,7 @@ impl RelayError {
             },
             Err(_) => Self {
                 status,
-                code: ErrorCode::Other(format!("http_{status}")),
+                code: ErrorCode::Unknown,
                 message: excerpt(body),
                 field: None,
                 attempts_left: None,
@@ -440,41 +326,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_round_trips() {
-        for code in [
-            "bad_request",
-            "invalid",
-            "body_too_large",
-            "unauthorized",
-            "forbidden",
-            "not_found",
-            "method_not_allowed",
-            "organisation_key_missing",
-            "idempotency_key_reused",
-            "duplicate_message",
-            "recipient_key_changed",
-            "recipient_not_enrolled",
-            "not_active",
-            "message_ended",
-            "message_revoked",
-            "message_expired",
-            "already_enrolled",
-            "not_enrolled",
-            "wrong_password",
-            "locked_out",
-            "rate_limited",
-            "unavailable",
-            "internal",
-        ] {
-            let parsed = ErrorCode::parse(code);
-            assert!(!matches!(parsed, ErrorCode::Other(_)), "{code}");
-            assert_eq!(parsed.as_str(), code);
-            assert!(!parsed.hint().is_empty());
+    fn every_code_has_its_own_hint() {
+        for code in ErrorCode::ALL {
+            assert!(!hint(code).is_empty(), "{code}");
+            assert_eq!(
+                hint(code) == UNKNOWN_CODE_HINT,
+                code == ErrorCode::Unknown,
+                "{code}"
+            );
         }
-        assert_eq!(
-            ErrorCode::parse("brand_new"),
-            ErrorCode::Other("brand_new".into())
-        );
+    }
+
+    #[test]
+    fn phone_errors_are_input_errors() {
+        let error = Error::from(shared::phone::PhoneNumber::parse("5551234").unwrap_err());
+        assert!(matches!(&error, Error::Input(text) if text.contains("E.164")));
+        assert_eq!(error.exit_code(), ExitCode::Usage);
     }
 
     #[test]
@@ -498,8 +365,14 @@ mod tests {
         assert_eq!(Error::from(limited).exit_code(), ExitCode::RelayUnreachable);
 
         let proxy = RelayError::from_response(502, "<html>\nBad gateway</html>", Some(3));
-        assert_eq!(proxy.code, ErrorCode::Other("http_502".into()));
+        assert_eq!(proxy.code, ErrorCode::Unknown);
+        assert_eq!(proxy.status, 502);
         assert_eq!(proxy.message, "<html>");
         assert_eq!(proxy.retry_after, Some(3));
+        assert_eq!(Error::from(proxy).exit_code(), ExitCode::RelayUnreachable);
+
+        let newer = RelayError::from_response(409, r#"{"error":"brand_new","message":"m"}"#, None);
+        assert_eq!(newer.code, ErrorCode::Unknown);
+        assert_eq!(newer.message, "m");
     }
 }

@@ -41,7 +41,7 @@ use shared::keys::Fingerprint;
 
 use crate::Error;
 use crate::pins::PhoneHash;
-use crate::state::{StateDir, read_json, unix_now, write_json};
+use crate::state::{STATE_VERSION, StateDir, Versioned, read_versioned, unix_now};
 
 /// Domain-separation label of the envelope digest.
 pub const DIGEST_LABEL: &[u8] = b"securetext/v1/sender-envelope-digest";
@@ -152,9 +152,15 @@ struct JournalFile {
 impl Default for JournalFile {
     fn default() -> Self {
         Self {
-            version: 1,
+            version: STATE_VERSION,
             messages: BTreeMap::new(),
         }
+    }
+}
+
+impl Versioned for JournalFile {
+    fn version(&self) -> u8 {
+        self.version
     }
 }
 
@@ -206,28 +212,24 @@ impl Journal {
     }
 
     fn load(&self) -> Result<JournalFile, Error> {
-        let path = self.state.journal_file();
-        let file: JournalFile = read_json(&path)?.unwrap_or_default();
-        if file.version != 1 {
-            return Err(Error::StateFile {
-                path,
-                reason: format!("unsupported version {}", file.version),
-            });
-        }
-        Ok(file)
+        Ok(read_versioned(&self.state.journal_file())?.unwrap_or_default())
     }
 
+    /// A locked read-modify-write that also drops the records past [`KEEP_AFTER_EXPIRY`].
     fn update<T>(
         &self,
         change: impl FnOnce(&mut JournalFile) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let _lock = self.state.lock("messages")?;
-        let mut file = self.load()?;
-        let result = change(&mut file)?;
-        let horizon = unix_now() - KEEP_AFTER_EXPIRY;
-        file.messages
-            .retain(|_, record| record.expires_at > horizon);
-        write_json(&self.state.journal_file(), &file)?;
-        Ok(result)
+        self.state.update(
+            &self.state.journal_file(),
+            "messages",
+            |file: &mut JournalFile| {
+                let result = change(file)?;
+                let horizon = unix_now() - KEEP_AFTER_EXPIRY;
+                file.messages
+                    .retain(|_, record| record.expires_at > horizon);
+                Ok(result)
+            },
+        )
     }
 }

@@ -12,12 +12,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::audit::{AnchorStore, verify_log};
-use sender::client::{Client, RetryPolicy};
+use sender::client::{Client, RetryPolicy, SubmitStatus};
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::pins::PinStore;
 use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
 use sender::setup::{InitRequest, new_passphrase, unseal_key};
-use sender::state::{StateDir, write_private};
+use sender::state::{StateDir, unix_now, write_private};
 use sender::{Error, ExitCode};
 use serde_json::json;
 use shared::envelope::Content;
@@ -414,7 +414,7 @@ async fn send(
         &format!(
             "Message {} {} for recipient {}\nRecipient: {trust}\nExpires: {}",
             receipt.message_id,
-            receipt.status,
+            submit_status_text(receipt.status),
             receipt.recipient_id,
             utc(receipt.expires_at)
         ),
@@ -492,7 +492,7 @@ async fn shutdown_signal() {
 }
 
 fn report(notice: AgentNotice<'_>, output: Output) {
-    let stamp = utc(sender_now());
+    let stamp = utc(unix_now());
     let (human, value) = match notice {
         AgentNotice::Event(event) => (describe(event), json!(event)),
         AgentNotice::PassFailed { error, retry_in } => (
@@ -749,11 +749,14 @@ async fn audit(
     Ok(ExitCode::Ok)
 }
 
-fn sender_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// A submission's status as the relay words it (its wire form). `shared::api::SubmitStatus`
+/// has no `as_str`, unlike `MessageStatus`, so the words are spelled here.
+fn submit_status_text(status: SubmitStatus) -> &'static str {
+    match status {
+        SubmitStatus::Queued => "queued",
+        SubmitStatus::Revoked => "revoked",
+        SubmitStatus::Expired => "expired",
+    }
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian; no time-zone database).

@@ -41,7 +41,7 @@ use shared::ids::RecipientId;
 use shared::keys::Fingerprint;
 
 use crate::Error;
-use crate::state::{StateDir, read_json, unix_now, write_json};
+use crate::state::{STATE_VERSION, StateDir, Versioned, read_versioned, unix_now};
 
 /// A changed key waiting for approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,11 +179,17 @@ struct PinFile {
 impl Default for PinFile {
     fn default() -> Self {
         Self {
-            version: 1,
+            version: STATE_VERSION,
             recipients: BTreeMap::new(),
             phone_salt: None,
             phones: BTreeMap::new(),
         }
+    }
+}
+
+impl Versioned for PinFile {
+    fn version(&self) -> u8 {
+        self.version
     }
 }
 
@@ -456,23 +462,11 @@ impl PinStore {
     }
 
     fn load(&self) -> Result<PinFile, Error> {
-        let path = self.state.pins_file();
-        let file: PinFile = read_json(&path)?.unwrap_or_default();
-        if file.version != 1 {
-            return Err(Error::StateFile {
-                path,
-                reason: format!("unsupported version {}", file.version),
-            });
-        }
-        Ok(file)
+        Ok(read_versioned(&self.state.pins_file())?.unwrap_or_default())
     }
 
     fn update<T>(&self, change: impl FnOnce(&mut PinFile) -> Result<T, Error>) -> Result<T, Error> {
-        let _lock = self.state.lock("pins")?;
-        let mut file = self.load()?;
-        let result = change(&mut file)?;
-        write_json(&self.state.pins_file(), &file)?;
-        Ok(result)
+        self.state.update(&self.state.pins_file(), "pins", change)
     }
 }
 

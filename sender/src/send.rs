@@ -14,8 +14,6 @@
 //!   message id, so every retry of the same send (lost answer, 5xx, 429) names the same message
 //!   and the relay stores it at most once.
 
-use std::fmt;
-
 use rand_core::OsRng;
 use serde::Serialize;
 use shared::envelope::{Content, ContentType, Direction, Envelope, Header};
@@ -23,49 +21,17 @@ use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::keys::{Fingerprint, PublicKey};
 
 use crate::Error;
-use crate::client::Client;
+use crate::client::{Client, SubmitStatus};
 use crate::journal::{Journal, RecordState, SentRecord};
 use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::{StateDir, unix_now};
 
+/// The patient's number: the one E.164 rule the relay applies too (`Debug` redacts it). Its
+/// parse error converts into [`Error::Input`].
+pub use shared::phone::PhoneNumber;
+
 /// Default message lifetime: 7 days.
 pub const DEFAULT_LIFETIME_SECONDS: u64 = 7 * 86_400;
-
-/// A phone number in E.164 form (`+` and 8 to 15 digits, not starting with 0). It is PHI in
-/// context, so `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PhoneNumber(String);
-
-impl PhoneNumber {
-    /// Checks the E.164 form; spaces, dashes, dots and parentheses are removed first.
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        let compact: String = text
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-            .collect();
-        let digits = compact.strip_prefix('+').unwrap_or("");
-        let valid = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        if !valid {
-            return Err(Error::Input(
-                "the phone number must be in E.164 form, e.g. +15551234567".into(),
-            ));
-        }
-        Ok(Self(compact))
-    }
-
-    /// The E.164 text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PhoneNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PhoneNumber([redacted])")
-    }
-}
 
 /// Parses a lifetime such as `7d`, `12h`, `30m`, `90s` or `2w` (a bare number is seconds).
 pub fn parse_lifetime(text: &str) -> Result<u64, Error> {
@@ -140,7 +106,7 @@ pub struct SendReceipt {
     /// The patient's id on the relay.
     pub recipient_id: RecipientId,
     /// The relay's status (`queued`).
-    pub status: String,
+    pub status: SubmitStatus,
     /// When the message expires (Unix seconds).
     pub expires_at: i64,
     /// How the recipient's key was treated.
@@ -247,27 +213,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_are_e164() {
-        assert_eq!(
-            PhoneNumber::parse("+1 (555) 123-4567").unwrap().as_str(),
-            "+15551234567"
-        );
-        for bad in [
-            "5551234567",
-            "+0123456789",
-            "+1555",
-            "+1555123456789012",
-            "+1555abc4567",
-        ] {
-            assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            format!("{:?}", PhoneNumber::parse("+15551234567").unwrap()),
-            "PhoneNumber([redacted])"
-        );
-    }
 
     #[test]
     fn lifetimes_parse() {

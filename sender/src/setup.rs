@@ -20,7 +20,7 @@ use shared::keys::{Fingerprint, PrivateKey};
 use crate::Error;
 use crate::client::Client;
 use crate::config::{ApiKey, Config, ConfigFile, RelayUrl};
-use crate::state::{StateDir, write_private};
+use crate::state::{STATE_VERSION, StateDir, write_private};
 
 /// Shortest passphrase accepted for a new key file.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
@@ -112,7 +112,7 @@ pub async fn init(
     Config::save(
         state,
         &ConfigFile {
-            version: 1,
+            version: STATE_VERSION,
             relay_url: request.relay_url,
             organisation_id: organisation.id,
             api_key: request.store_api_key.then_some(request.api_key),

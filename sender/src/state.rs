@@ -210,8 +210,56 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_private(path, text.as_bytes())
 }
 
+/// The format version every state file is at. A file of another version is refused rather
+/// than guessed at: a newer tool may have written it with a meaning this one does not know.
+pub(crate) const STATE_VERSION: u8 = 1;
+
+/// A JSON state file that carries its format version (`"version": 1`).
+pub(crate) trait Versioned {
+    /// The version the file declares.
+    fn version(&self) -> u8;
+}
+
+/// Reads a versioned state file; `Ok(None)` if it does not exist. A version other than
+/// [`STATE_VERSION`] is refused.
+pub(crate) fn read_versioned<T>(path: &Path) -> Result<Option<T>, Error>
+where
+    T: Versioned + serde::de::DeserializeOwned,
+{
+    let file: Option<T> = read_json(path)?;
+    if let Some(version) = file.as_ref().map(Versioned::version)
+        && version != STATE_VERSION
+    {
+        return Err(Error::StateFile {
+            path: path.to_owned(),
+            reason: format!("unsupported version {version}"),
+        });
+    }
+    Ok(file)
+}
+
+impl StateDir {
+    /// Locked read-modify-write of the versioned state file at `path` (a missing file starts
+    /// as `T::default()`), under the lock `lock`. `change` failing leaves the file as it was.
+    pub(crate) fn update<T, R>(
+        &self,
+        path: &Path,
+        lock: &str,
+        change: impl FnOnce(&mut T) -> Result<R, Error>,
+    ) -> Result<R, Error>
+    where
+        T: Versioned + Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let _lock = self.lock(lock)?;
+        let mut file: T = read_versioned(path)?.unwrap_or_default();
+        let result = change(&mut file)?;
+        write_json(path, &file)?;
+        Ok(result)
+    }
+}
+
 /// Current Unix seconds from the system clock.
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -258,5 +306,46 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("pins.json")]);
+    }
+
+    #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Counter {
+        version: u8,
+        count: u32,
+    }
+
+    impl Versioned for Counter {
+        fn version(&self) -> u8 {
+            self.version
+        }
+    }
+
+    #[test]
+    fn versioned_files_update_under_lock_and_refuse_other_versions() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = StateDir::open(root.path().join("s")).unwrap();
+        let file = dir.path().join("counter.json");
+        assert_eq!(read_versioned::<Counter>(&file).unwrap(), None);
+        let bump = |c: &mut Counter| {
+            c.version = STATE_VERSION;
+            c.count += 1;
+            Ok(c.count)
+        };
+        assert_eq!(dir.update(&file, "counter", bump).unwrap(), 1);
+        assert_eq!(dir.update(&file, "counter", bump).unwrap(), 2);
+        // A failing change leaves the file as it was.
+        let refused = dir.update(&file, "counter", |c: &mut Counter| {
+            c.count = 99;
+            Err::<(), _>(Error::Input("no".into()))
+        });
+        assert!(refused.is_err());
+        assert_eq!(read_versioned::<Counter>(&file).unwrap().unwrap().count, 2);
+
+        write_private(&file, br#"{"version": 2, "count": 0}"#).unwrap();
+        assert!(matches!(
+            read_versioned::<Counter>(&file),
+            Err(Error::StateFile { reason, .. }) if reason == "unsupported version 2"
+        ));
+        assert!(dir.update(&file, "counter", bump).is_err());
     }
 }

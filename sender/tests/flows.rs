@@ -12,7 +12,7 @@ use common::{Keys, Patient, TestRelay, keys, wait_for};
 use relay::store::Backend;
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::audit::{AnchorStore, verify_events, verify_log};
-use sender::client::{Lifecycle, RetryPolicy};
+use sender::client::{MessageStatus, RetryPolicy, SubmitStatus};
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::journal::Journal;
 use sender::pins::PinStore;
@@ -119,7 +119,7 @@ async fn flows(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(first.recipient, RecipientTrust::FirstContact);
-    assert_eq!(first.status, "queued");
+    assert_eq!(first.status, SubmitStatus::Queued);
 
     // The agent runs as a task with the key unsealed from the key file.
     let agent_key = unseal_key(&config, &Password::new(PASSPHRASE).unwrap()).unwrap();
@@ -208,7 +208,7 @@ async fn flows(backend: Backend) {
         .collect();
     assert!(bodies.contains(&"Please call us about your appointment.".to_owned()));
     let status = client.status(second.message_id).await.unwrap();
-    assert_eq!(status.status, Lifecycle::Active);
+    assert_eq!(status.status, MessageStatus::Active);
     assert_eq!(status.recipient_id, recipient);
     assert!(!status.events.is_empty());
 
@@ -228,7 +228,7 @@ async fn flows(backend: Backend) {
     client.revoke(first.message_id).await.unwrap();
     assert_eq!(
         client.status(first.message_id).await.unwrap().status,
-        Lifecycle::Revoked
+        MessageStatus::Revoked
     );
     let error = client.revoke(first.message_id).await.unwrap_err();
     assert!(
