@@ -84,6 +84,14 @@ impl AppError {
         }
     }
 
+    /// The message is revoked or expired (sender API, read receipts).
+    pub fn message_ended() -> Self {
+        Self::Refused {
+            code: ErrorCode::MessageEnded,
+            message: "the message is revoked or expired",
+        }
+    }
+
     /// The wire code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -505,13 +505,6 @@ async fn pending_rewraps(
     Ok(Json(PendingRewraps { pending }))
 }
 
-fn message_ended() -> AppError {
-    AppError::Refused {
-        code: ErrorCode::MessageEnded,
-        message: "the message is revoked or expired",
-    }
-}
-
 /// Stores the content key re-wrapped to the patient's current key.
 #[utoipa::path(put, path = "/v1/messages/{id}/recipient-wrap", tag = "sender", security(("api_key" = [])),
     params(("id" = MessageId, Path, description = MESSAGE_ID)),
@@ -533,7 +526,7 @@ async fn upload_wrap(
     let message = owned_message(&state, &sender, id).await?;
     let now = state.now();
     if message.status_at(now) != MessageStatus::Active {
-        return Err(message_ended());
+        return Err(AppError::message_ended());
     }
     if body.wrap.role != WrapRole::Recipient {
         return Err(AppError::invalid("wrap", "role must be \"recipient\""));
@@ -555,7 +548,7 @@ async fn upload_wrap(
             message: "the wrap is not for the patient's current key",
         });
     }
-    let mut envelope: Envelope = message.envelope.ok_or_else(message_ended)?;
+    let mut envelope: Envelope = message.envelope.ok_or_else(AppError::message_ended)?;
     envelope
         .set_recipient_wrap(body.wrap)
         .map_err(|e| AppError::invalid("wrap", e.to_string()))?;

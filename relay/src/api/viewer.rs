@@ -512,10 +512,7 @@ async fn read_receipt(
         .filter(|m| m.recipient_id == session.recipient_id)
         .ok_or(AppError::NotFound("no such message"))?;
     if message.status_at(now) != MessageStatus::Active {
-        return Err(AppError::Refused {
-            code: ErrorCode::MessageEnded,
-            message: "the message is revoked or expired",
-        });
+        return Err(AppError::message_ended());
     }
     let current = recipients::get(&mut tx, session.recipient_id)
         .await?

@@ -49,15 +49,7 @@ impl<'a> Record<'a> {
 /// turn (SQLite has a single writer).
 pub async fn append(tx: &mut Tx, record: Record<'_>, now: i64) -> StoreResult<AuditEvent> {
     let org = record.organisation.to_string();
-    if !tx.for_update().is_empty() {
-        sqlx::query(&format!(
-            "SELECT id FROM organisations WHERE id = $1{}",
-            tx.for_update()
-        ))
-        .bind(&org)
-        .fetch_optional(&mut **tx)
-        .await?;
-    }
+    tx.lock_row("organisations", &org).await?;
     let last = sqlx::query(
         "SELECT event FROM audit_events WHERE organisation_id = $1 ORDER BY seq DESC LIMIT 1",
     )

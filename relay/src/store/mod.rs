@@ -218,6 +218,18 @@ impl Tx {
             Backend::Sqlite => "",
         }
     }
+
+    /// Locks the row of `table` with this `id` until the transaction ends (PostgreSQL; SQLite
+    /// has a single writer), so that concurrent relays change it one after another.
+    async fn lock_row(&mut self, table: &'static str, id: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
+                .bind(id)
+                .fetch_optional(&mut **self)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for Tx {

@@ -96,16 +96,7 @@ pub async fn find_by_phone(
 /// Locks the patient's row until the transaction ends (PostgreSQL; SQLite has a single
 /// writer), so that concurrent unlock attempts are counted one after another.
 pub async fn lock(tx: &mut Tx, id: RecipientId) -> StoreResult<()> {
-    if !tx.for_update().is_empty() {
-        sqlx::query(&format!(
-            "SELECT id FROM recipients WHERE id = $1{}",
-            tx.for_update()
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    tx.lock_row("recipients", &id.to_string()).await
 }
 
 /// The patient with this id.

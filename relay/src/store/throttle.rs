@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Row};
 
 use super::{StoreResult, Tx, row};
+use crate::limits::seconds;
 
 /// Longest lockout.
 const MAX_LOCKOUT_SECONDS: i64 = 86_400;
@@ -42,8 +43,7 @@ impl LockoutPolicy {
     /// Length of the `lockouts`-th lockout (1-based) in seconds: doubles each time, at most a
     /// day.
     pub fn lockout_seconds(&self, lockouts: u32) -> i64 {
-        let first = i64::try_from(self.first_lockout.as_secs()).unwrap_or(MAX_LOCKOUT_SECONDS);
-        first
+        seconds(self.first_lockout)
             .saturating_mul(1i64 << lockouts.saturating_sub(1).min(20))
             .min(MAX_LOCKOUT_SECONDS)
     }
@@ -74,8 +74,7 @@ impl Counter {
     /// Forgets failures older than `window` without new ones (so that unrelated patients behind
     /// one carrier address do not add up over days).
     pub fn forget_if_quiet(&mut self, window: Duration, now: i64) {
-        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-        if self.updated_at < now.saturating_sub(window) {
+        if self.updated_at < now.saturating_sub(seconds(window)) {
             self.count = 0;
         }
     }
