@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod sms;
 pub mod state;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testkit;
 
 use std::future::Future;
 use std::net::SocketAddr;

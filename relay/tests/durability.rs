@@ -3,21 +3,20 @@
 //! several relay instances; the audit chain detects altered records; sends are rate limited;
 //! signed delivery reports land in the audit log and unsigned ones are refused.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{TestRelay, default_limits, header, keys, seal};
+use relay::limits::Limits;
 use relay::sms::{Accepted, OutgoingSms, SendFuture, SmsError, SmsProvider};
 use relay::store::Backend;
+use relay::testkit::{TestRelay, header, keys, seal};
 use reqwest::Method;
 use serde_json::json;
 use shared::audit::AuditKind;
 
 const PHONE: &str = "+15550001111";
 
-async fn registered_clinic(relay: &TestRelay) -> common::Sender {
+async fn registered_clinic(relay: &TestRelay) -> relay::testkit::Sender {
     let clinic = relay.organisation("Lakeside Health").await;
     let (status, _) = relay
         .call(
@@ -31,7 +30,11 @@ async fn registered_clinic(relay: &TestRelay) -> common::Sender {
     clinic
 }
 
-async fn send(relay: &TestRelay, clinic: &common::Sender, body: &str) -> shared::ids::MessageId {
+async fn send(
+    relay: &TestRelay,
+    clinic: &relay::testkit::Sender,
+    body: &str,
+) -> shared::ids::MessageId {
     let envelope = seal(
         header(clinic.id, None, relay.now(), 86_400),
         body,
@@ -73,7 +76,7 @@ async fn restart(backend: Backend) {
         "nothing was sent before the restart"
     );
 
-    relay.boot(default_limits()).await;
+    relay.boot(Limits::default()).await;
     relay.deliver_sms().await;
     assert_eq!(
         relay.sms().len(),
@@ -241,7 +244,7 @@ async fn altered_audit_records_fail_verification() {
         send(&relay, &clinic, "audited").await;
         relay.deliver_sms().await;
         let org = clinic.id.to_string();
-        let events = relay::admin::audit_events(relay.state.store(), &org)
+        let events = relay::admin::audit_events(relay.state().store(), &org)
             .await
             .unwrap();
         assert!(events.len() >= 5);
@@ -255,10 +258,10 @@ async fn altered_audit_records_fail_verification() {
             .bind(serde_json::to_string(&altered).unwrap())
             .bind(&org)
             .bind(i64::try_from(victim.seq).unwrap())
-            .execute(&mut *relay.state.store().conn().await.unwrap())
+            .execute(&mut *relay.state().store().conn().await.unwrap())
             .await
             .unwrap();
-        let tampered = relay::admin::audit_events(relay.state.store(), &org)
+        let tampered = relay::admin::audit_events(relay.state().store(), &org)
             .await
             .unwrap();
         assert!(
@@ -270,10 +273,10 @@ async fn altered_audit_records_fail_verification() {
         sqlx::query("DELETE FROM audit_events WHERE organisation_id = $1 AND seq = $2")
             .bind(&org)
             .bind(i64::try_from(victim.seq).unwrap())
-            .execute(&mut *relay.state.store().conn().await.unwrap())
+            .execute(&mut *relay.state().store().conn().await.unwrap())
             .await
             .unwrap();
-        let gapped = relay::admin::audit_events(relay.state.store(), &org)
+        let gapped = relay::admin::audit_events(relay.state().store(), &org)
             .await
             .unwrap();
         assert!(
@@ -286,9 +289,14 @@ async fn altered_audit_records_fail_verification() {
 
 #[tokio::test]
 async fn sends_are_rate_limited_per_api_key() {
-    let mut limits = default_limits();
-    limits.send_rate_per_minute = 2;
-    let relay = TestRelay::start_with(Backend::Sqlite, limits).await;
+    let limits = Limits {
+        send_rate_per_minute: 2,
+        ..Limits::default()
+    };
+    let relay = TestRelay::builder(Backend::Sqlite)
+        .limits(limits)
+        .start()
+        .await;
     let clinic = registered_clinic(&relay).await;
     send(&relay, &clinic, "1").await;
     send(&relay, &clinic, "2").await;
@@ -325,10 +333,10 @@ async fn sends_are_rate_limited_per_api_key() {
 
 #[tokio::test]
 async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
-    let mut relay = TestRelay::start(Backend::Sqlite).await;
-    relay.stop().await;
-    relay.twilio_token = Some("twilio-test-auth-token".into());
-    relay.boot(default_limits()).await;
+    let relay = TestRelay::builder(Backend::Sqlite)
+        .twilio_token("twilio-test-auth-token")
+        .start()
+        .await;
     let clinic = registered_clinic(&relay).await;
     let id = send(&relay, &clinic, "delivered?").await;
     relay.deliver_sms().await;
@@ -403,7 +411,7 @@ async fn a_revoked_message_is_never_texted() {
             .await;
         assert_eq!(status, 200);
         relay.deliver_sms().await;
-        relay::jobs::purge_once(&relay.state).await.unwrap();
+        relay::jobs::purge_once(relay.state()).await.unwrap();
         relay.deliver_sms().await;
         assert!(
             relay.sms().is_empty(),

@@ -1,11 +1,9 @@
 //! One story through every endpoint — success paths and each error path — run against SQLite
 //! and against PostgreSQL. The `shared` crate plays the sender and the viewer.
 
-mod common;
-
-use common::{Keys, START, TestRelay, header, keys, seal};
 use rand_core::OsRng;
 use relay::store::Backend;
+use relay::testkit::{Keys, START, TestRelay, header, keys, seal};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::audit::{AuditEvent, AuditKind};
@@ -218,14 +216,14 @@ async fn sender_authentication(relay: &TestRelay, key: &str) {
 
     // A revoked key stops working at once.
     let spare =
-        relay::admin::create_api_key(relay.state.store(), body["id"].as_str().unwrap(), "spare")
+        relay::admin::create_api_key(relay.state().store(), body["id"].as_str().unwrap(), "spare")
             .await
             .unwrap();
     let (status, _) = relay
         .call(Method::GET, "/v1/organisation", Some(&spare.secret), None)
         .await;
     assert_eq!(status, 200);
-    relay::admin::revoke_api_key(relay.state.store(), &spare.id)
+    relay::admin::revoke_api_key(relay.state().store(), &spare.id)
         .await
         .unwrap();
     let (status, _) = relay
@@ -237,8 +235,8 @@ async fn sender_authentication(relay: &TestRelay, key: &str) {
 async fn first_contact_submission(
     relay: &TestRelay,
     keys: &Keys,
-    clinic: &common::Sender,
-    other: &common::Sender,
+    clinic: &relay::testkit::Sender,
+    other: &relay::testkit::Sender,
 ) -> shared::ids::MessageId {
     let key = clinic.api_key.as_str();
     let envelope = seal(
@@ -556,12 +554,14 @@ async fn viewer_enrollment(
 
 async fn relay_key(relay: &TestRelay) -> String {
     // The first organisation's key is not kept by the helpers; make a fresh one for reads.
-    let orgs = relay::admin::list_orgs(relay.state.store()).await.unwrap();
+    let orgs = relay::admin::list_orgs(relay.state().store())
+        .await
+        .unwrap();
     let clinic = orgs
         .iter()
         .find(|(_, name, _)| name == "Riverside Clinic")
         .unwrap();
-    relay::admin::create_api_key(relay.state.store(), &clinic.0.to_string(), "reader")
+    relay::admin::create_api_key(relay.state().store(), &clinic.0.to_string(), "reader")
         .await
         .unwrap()
         .secret
@@ -720,7 +720,7 @@ async fn rewrap_and_read(
     let key_text = relay.data_key.clone();
     let data_key = shared::at_rest::DataKey::from_base64url(&key_text).unwrap();
     assert_eq!(
-        relay::admin::revoke_sessions(relay.state.store(), &data_key, PHONE)
+        relay::admin::revoke_sessions(relay.state().store(), &data_key, PHONE)
             .await
             .unwrap(),
         1
@@ -745,7 +745,7 @@ async fn enrolled_send(
     relay: &TestRelay,
     keys: &Keys,
     key: &str,
-    clinic: &common::Sender,
+    clinic: &relay::testkit::Sender,
     recipient: RecipientId,
 ) {
     let (status, found) = relay
@@ -798,7 +798,7 @@ async fn revoke_and_expire(
     relay: &TestRelay,
     keys: &Keys,
     key: &str,
-    clinic: &common::Sender,
+    clinic: &relay::testkit::Sender,
     recipient: RecipientId,
 ) {
     let now = relay.now();
@@ -845,7 +845,7 @@ async fn revoke_and_expire(
         )
         .await;
     assert_eq!((status, error_code(&body)), (410, "message_expired"));
-    relay::jobs::purge_once(&relay.state).await.unwrap();
+    relay::jobs::purge_once(relay.state()).await.unwrap();
     let (_, status_body) = relay
         .call(
             Method::GET,

@@ -3,15 +3,13 @@
 //! no plaintext, no password and no content key — and the database and logs hold no phone
 //! number, link token or session token in clear.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
-use common::{TestRelay, header, keys};
 use rand_core::{OsRng, RngCore};
 use relay::store::Backend;
+use relay::testkit::{TestRelay, header, keys};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::bundle::KeyBundle;

@@ -4,10 +4,8 @@
 //! approved; the agent holds a re-wrap for another recipient than the one bound to the
 //! journal record's number, and skips records whose submission was never confirmed.
 
-mod common;
-
-use common::{Keys, Patient, TestRelay, keys};
 use relay::store::Backend;
+use relay::testkit::{Keys, Patient, TestRelay, keys};
 use sender::agent::{Agent, AgentEvent, AgentPolicy};
 use sender::client::RetryPolicy;
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
@@ -37,8 +35,15 @@ fn message() -> OutgoingMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipient_swaps_are_held() {
-    let relay = TestRelay::start(Backend::Sqlite).await;
-    let (organisation_id, api_key) = relay.organisation("Binding Clinic").await;
+    let relay = TestRelay::builder(Backend::Sqlite)
+        .system_clock()
+        .start()
+        .await;
+    let relay::testkit::Sender {
+        id: organisation_id,
+        api_key,
+        ..
+    } = relay.organisation("Binding Clinic").await;
     let keys = keys();
     let home = tempfile::tempdir().unwrap();
     let state = StateDir::open(home.path().join("securetext")).unwrap();
@@ -113,7 +118,7 @@ async fn recipient_swaps_are_held() {
     let record = journal.get(first.message_id).unwrap().unwrap();
     assert_eq!(record.phone_hash.as_ref(), Some(&phone));
 
-    let link = relay.link_for(PHONE).await;
+    let link = relay.deliver_link_for(PHONE).await;
     let patient = Patient {
         key: keys::patient_copy(&keys),
         password: "purple elephant 42",

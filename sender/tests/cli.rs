@@ -2,15 +2,13 @@
 //! status, keys, audit export and verification, and the documented exit codes. Also the
 //! agent's back-off while the relay is unreachable.
 
-mod common;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestRelay, keys, wait_for};
 use relay::store::Backend;
+use relay::testkit::{TestRelay, keys, wait_for};
 use sender::Client;
 use sender::agent::{Agent, AgentNotice, AgentPolicy, RunOptions};
 use sender::client::RetryPolicy;
@@ -72,8 +70,15 @@ async fn securetext(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_on_sqlite() {
-    let relay = TestRelay::start(Backend::Sqlite).await;
-    let (organisation_id, api_key) = relay.organisation("Hillside Pharmacy").await;
+    let relay = TestRelay::builder(Backend::Sqlite)
+        .system_clock()
+        .start()
+        .await;
+    let relay::testkit::Sender {
+        id: organisation_id,
+        api_key,
+        ..
+    } = relay.organisation("Hillside Pharmacy").await;
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("securetext");
     let dir_text = dir.display().to_string();

@@ -3,13 +3,11 @@
 //! enrolled and pinned recipient, a changed key held until approved, revocation, and audit
 //! export verification (and a tampered export failing).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Keys, Patient, TestRelay, keys, wait_for};
 use relay::store::Backend;
+use relay::testkit::{Keys, Patient, TestRelay, keys, wait_for};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::audit::{AnchorStore, verify_events, verify_log};
 use sender::client::{MessageStatus, RetryPolicy, SubmitStatus};
@@ -68,8 +66,12 @@ fn rewrapped(
 }
 
 async fn flows(backend: Backend) {
-    let relay = TestRelay::start(backend).await;
-    let (organisation_id, api_key) = relay.organisation("Riverside Clinic").await;
+    let relay = TestRelay::builder(backend).system_clock().start().await;
+    let relay::testkit::Sender {
+        id: organisation_id,
+        api_key,
+        ..
+    } = relay.organisation("Riverside Clinic").await;
     let keys = keys();
     let home = tempfile::tempdir().unwrap();
     let state = StateDir::open(home.path().join("securetext")).unwrap();
@@ -155,7 +157,7 @@ async fn flows(backend: Backend) {
     });
 
     // The patient enrolls; the agent re-wraps within 2 seconds (default 1 s poll).
-    let link = relay.link_for(PHONE).await;
+    let link = relay.deliver_link_for(PHONE).await;
     let patient = Patient {
         key: keys::patient_copy(&keys),
         password: "purple elephant 42",

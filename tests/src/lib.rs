@@ -9,6 +9,7 @@ use std::time::Duration;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use relay::testkit::{wait_for, wait_until};
 use serde_json::{Value, json};
 
 /// The phone viewport of the tests and screenshots.
@@ -131,27 +132,23 @@ impl Browser {
             unreachable!()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let mut last_error = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => {
-                    return Self {
-                        client,
-                        driver,
-                        _home: home,
-                    };
-                }
-                Err(error) => {
-                    last_error = Some(error);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        let client = wait_until(
+            Duration::from_secs(10),
+            "chromedriver to start a browser session",
+            || async {
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(capabilities.clone())
+                    .connect(&url)
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        Self {
+            client,
+            driver,
+            _home: home,
         }
-        panic!("chromedriver did not start: {last_error:?}");
     }
 
     /// Waits for an element.
@@ -166,18 +163,16 @@ impl Browser {
 
     /// Waits until the page's `<main>` text contains `needle`, and returns that text.
     pub async fn wait_text(&self, needle: &str) -> String {
-        let started = std::time::Instant::now();
-        loop {
-            let text = self.main_text().await;
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "page never showed {needle:?}; it shows {text:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let shown = wait_for(Duration::from_secs(30), || async {
+            self.main_text().await.contains(needle)
+        })
+        .await;
+        let text = self.main_text().await;
+        assert!(
+            shown.is_some() && text.contains(needle),
+            "page never showed {needle:?}; it shows {text:?}"
+        );
+        text
     }
 
     /// The text of the page body.

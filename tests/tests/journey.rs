@@ -15,10 +15,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::{Browser, dist_dir, workspace_root};
 use rand_core::{OsRng, RngCore};
+use relay::store::Backend;
+use relay::testkit::{TestDb, wait_until};
 use serde_json::Value;
 
 const PASSWORD: &str = "Blue heron at dawn 7";
@@ -55,8 +57,7 @@ impl Drop for Process {
 
 struct Deployment {
     dir: tempfile::TempDir,
-    database_url: String,
-    postgres: Option<String>,
+    db: TestDb,
     base: String,
     relay: Option<Process>,
     agent: Option<Process>,
@@ -65,27 +66,19 @@ struct Deployment {
 impl Deployment {
     async fn start(postgres: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let postgres_name = postgres.then(|| format!("securetext_e2e_{:016x}", OsRng.next_u64()));
-        let database_url = match &postgres_name {
-            Some(name) => {
-                let status = Command::new("psql")
-                    .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-                    .arg(format!("CREATE DATABASE {name}"))
-                    .status()
-                    .unwrap();
-                assert!(status.success(), "PostgreSQL at 127.0.0.1:5432 is required");
-                format!("postgres://postgres@127.0.0.1:5432/{name}")
-            }
-            None => format!("sqlite://{}", dir.path().join("relay.sqlite").display()),
+        let backend = if postgres {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
         };
+        let db = TestDb::new(backend, dir.path()).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let mut deployment = Self {
-            database_url,
-            postgres: postgres_name,
+            db,
             base: format!("http://127.0.0.1:{port}"),
             dir,
             relay: None,
@@ -123,7 +116,7 @@ impl Deployment {
     fn relay_command(&self) -> Command {
         let mut command = Command::new(binary("relay"));
         command
-            .env("RELAY_DATABASE_URL", &self.database_url)
+            .env("RELAY_DATABASE_URL", self.db.url())
             .env("RELAY_DATA_KEY_FILE", self.path("data.key"))
             .stdin(Stdio::null());
         command
@@ -140,19 +133,16 @@ impl Deployment {
     }
 
     async fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = reqwest::get(format!("{}/readyz", self.base)).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the relay did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = format!("{}/readyz", self.base);
+        wait_until(
+            Duration::from_secs(30),
+            "the relay to become ready",
+            || async {
+                let response = reqwest::get(&url).await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
     }
 
     fn sms(&self) -> Vec<Value> {
@@ -165,23 +155,17 @@ impl Deployment {
 
     /// Waits for the `n`-th SMS (1-based) and returns its link.
     async fn link(&self, n: usize) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(sms) = self.sms().get(n - 1) {
-                return sms["body"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit(' ')
-                    .next()
-                    .unwrap()
-                    .to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "SMS {n} never arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let sms = wait_until(Duration::from_secs(20), &format!("SMS {n}"), || async {
+            self.sms().get(n - 1).cloned()
+        })
+        .await;
+        sms["body"]
+            .as_str()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
     }
 
     /// `securetext send`; returns the message id.
@@ -205,12 +189,7 @@ impl Deployment {
     async fn finish(mut self) {
         self.agent.take();
         self.relay.take();
-        if let Some(name) = &self.postgres {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .status();
-        }
+        self.db.drop_database().await;
     }
 }
 
@@ -359,29 +338,24 @@ async fn journey(postgres: bool) {
     browser.client.goto(&third_link).await.unwrap();
     set_password(&browser, NEW_PASSWORD).await;
     browser.wait_text("Your message is being prepared").await;
-    let started = Instant::now();
-    let recipient = loop {
-        let keys = ok(
-            &deployment
-                .securetext()
-                .args(["--json", "keys", "list"])
-                .output()
-                .unwrap(),
-            "keys list",
-        );
-        if let Some(id) = keys
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find_map(pending_recipient)
-        {
-            break id;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the agent never reported the changed key: {keys}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let recipient = wait_until(
+        Duration::from_secs(20),
+        "the agent to report the changed key (securetext keys list)",
+        || async {
+            let keys = ok(
+                &deployment
+                    .securetext()
+                    .args(["--json", "keys", "list"])
+                    .output()
+                    .unwrap(),
+                "keys list",
+            );
+            keys.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(pending_recipient)
+        },
+    )
+    .await;
     ok(
         &deployment
             .securetext()
@@ -482,19 +456,7 @@ async fn journey(postgres: bool) {
     // Afterwards: the database, the relay's logs and the SMS outbox hold nothing readable.
     deployment.agent.take();
     deployment.relay.take();
-    let database = match &deployment.postgres {
-        Some(_) => {
-            Command::new("pg_dump")
-                .arg(&deployment.database_url)
-                .output()
-                .unwrap()
-                .stdout
-        }
-        None => ["relay.sqlite", "relay.sqlite-wal"]
-            .iter()
-            .flat_map(|f| std::fs::read(deployment.path(f)).unwrap_or_default())
-            .collect(),
-    };
+    let database = deployment.db.dump();
     let logs = std::fs::read(deployment.path("relay.log")).unwrap();
     let outbox = std::fs::read(deployment.path("sms.jsonl")).unwrap();
     let agent_log = std::fs::read(deployment.path("agent.log")).unwrap();

@@ -6,46 +6,24 @@
 //! show no Content-Security-Policy violation. Screenshots of every screen go to
 //! `docs/screenshots/<lang>/`.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use e2e::{Browser, dist_dir, workspace_root};
 use rand_core::OsRng;
-use relay::sms::console::ConsoleProvider;
-use relay::state::{AppState, Clock, Settings};
-use relay::store::Store;
+use relay::store::Backend;
+use relay::testkit::{Sender, TestRelay, header, wait_until};
 use serde_json::{Value, json};
-use shared::at_rest::DataKey;
-use shared::envelope::{Content, ContentType, Direction, Envelope, Header};
-use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::envelope::{Content, Envelope};
+use shared::ids::{MessageId, RecipientId};
 use shared::keys::PrivateKey;
 
 const PASSWORD: &str = "Maple syrup 2026!";
 
+/// The relay serving the built viewer, with one clinic that has registered its key.
 struct Relay {
-    base: String,
-    state: AppState,
-    clock: Arc<AtomicI64>,
-    outbox: PathBuf,
-    api_key: String,
-    organisation: OrganisationId,
+    kit: TestRelay,
+    clinic: Sender,
     org_key: PrivateKey,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-fn organisation_key() -> PrivateKey {
-    let file: Value =
-        serde_json::from_str(include_str!("../../shared/tests/vectors/v1.json")).unwrap();
-    let entry = file["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "organisation")
-        .unwrap();
-    PrivateKey::from_pkcs8_der(&hex::decode(entry["private_key_pkcs8"].as_str().unwrap()).unwrap())
-        .unwrap()
 }
 
 /// `relay serve`'s defaults, except generous address and send limits (many attempts from one
@@ -62,76 +40,41 @@ fn limits() -> relay::limits::Limits {
 async fn wrong_password(browser: &Browser, expected: &str) -> String {
     browser.fill("#password", "not my password").await;
     browser.click("button[type=submit]").await;
-    let started = std::time::Instant::now();
-    loop {
-        if let Ok(error) = browser
-            .client
-            .find(fantoccini::Locator::Css(".error"))
-            .await
-            && let Ok(text) = error.text().await
-            && text.contains(expected)
-        {
-            return text;
-        }
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "no error containing {expected:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("an error containing {expected:?}"),
+        || async {
+            let error = browser
+                .client
+                .find(fantoccini::Locator::Css(".error"))
+                .await
+                .ok()?;
+            let text = error.text().await.ok()?;
+            text.contains(expected).then_some(text)
+        },
+    )
+    .await
 }
 
 impl Relay {
+    /// A SQLite relay serving `dist/`, on a manual clock that starts at the real time (the
+    /// browser compares expiry with its own clock).
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("relay.sqlite").display());
-        let store = Store::open(&url).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let clock = Arc::new(AtomicI64::new(i64::try_from(now).unwrap()));
-        let outbox = dir.path().join("sms.jsonl");
-        let state = AppState::new(
-            store,
-            DataKey::random(&mut OsRng),
-            Settings {
-                public_url: base.clone(),
-                tls: false,
-                viewer_dir: dist_dir(),
-                limits: limits(),
-                trust_forwarded_for: false,
-                twilio_auth_token: None,
-            },
-            Arc::new(ConsoleProvider::new(outbox.clone())),
-            Clock::Manual(clock.clone()),
-        );
-        tokio::spawn(relay::serve_http(
-            listener,
-            state.clone(),
-            std::future::pending(),
-        ));
-        let organisation = relay::admin::create_org(state.store(), "Riverside Clinic")
-            .await
-            .unwrap();
-        let api_key = relay::admin::create_api_key(state.store(), &organisation.to_string(), "e2e")
-            .await
-            .unwrap()
-            .secret
-            .to_string();
-        let org_key = organisation_key();
+        let kit = TestRelay::builder(Backend::Sqlite)
+            .limits(limits())
+            .clock_at(i64::try_from(now).unwrap())
+            .viewer_dir(dist_dir())
+            .start()
+            .await;
+        let clinic = kit.organisation("Riverside Clinic").await;
         let relay = Self {
-            base,
-            state,
-            clock,
-            outbox,
-            api_key,
-            organisation,
-            org_key,
-            http: reqwest::Client::new(),
-            _dir: dir,
+            kit,
+            clinic,
+            org_key: relay::testkit::keys().organisation,
         };
         let (status, _) = relay
             .api(
@@ -144,21 +87,10 @@ impl Relay {
         relay
     }
 
-    fn now(&self) -> i64 {
-        self.clock.load(Ordering::SeqCst)
-    }
-
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.api_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.kit
+            .call(method, path, Some(&self.clinic.api_key), body)
+            .await
     }
 
     /// Sends a message as the sender tooling does and returns its id and SMS link.
@@ -184,16 +116,12 @@ impl Relay {
                 key,
             )
         });
-        let header = Header {
-            version: shared::FORMAT_VERSION,
-            message_id: MessageId::random(&mut OsRng),
-            organisation_id: self.organisation,
-            recipient_id: recipient.as_ref().map(|(id, _)| *id),
-            created_at: self.now(),
-            expires_at: self.now() + lifetime,
-            content_type: ContentType::Text,
-            direction: Direction::ToRecipient,
-        };
+        let header = header(
+            self.clinic.id,
+            recipient.as_ref().map(|(id, _)| *id),
+            self.kit.now(),
+            lifetime,
+        );
         let content = Content {
             subject: subject.into(),
             body: body.into(),
@@ -214,20 +142,11 @@ impl Relay {
             )
             .await;
         assert_eq!(status, 201, "{answer}");
-        while relay::jobs::send_one(&self.state).await.unwrap() {}
-        let sms: Vec<Value> = std::fs::read_to_string(&self.outbox)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let last = sms.iter().rev().find(|s| s["to"] == phone).unwrap();
-        let link = last["body"]
-            .as_str()
-            .unwrap()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_owned();
+        let link = format!(
+            "{}/m/{}",
+            self.kit.base,
+            self.kit.deliver_link_for(phone).await
+        );
         (header.message_id, link)
     }
 
@@ -391,7 +310,7 @@ async fn journey(lang: &str, phone: &str) {
     )
     .await;
     browser.screenshot(&shot("08-locked-out")).await;
-    relay.clock.fetch_add(61, Ordering::SeqCst);
+    relay.kit.advance(61);
     browser.fill("#password", PASSWORD).await;
     browser.click("button[type=submit]").await;
     browser.wait_text(&second_body).await;
@@ -436,7 +355,7 @@ async fn journey(lang: &str, phone: &str) {
         .await;
     browser.screenshot(&shot("10-revoked")).await;
     let (_, expiring_link) = relay.send(phone, "Short", "[expired] text", 600).await;
-    relay.clock.fetch_add(601, Ordering::SeqCst);
+    relay.kit.advance(601);
     browser.client.goto(&expiring_link).await.unwrap();
     browser
         .wait_text(if lang == "es" {
@@ -448,7 +367,7 @@ async fn journey(lang: &str, phone: &str) {
     browser.screenshot(&shot("11-expired")).await;
     browser
         .client
-        .goto(&format!("{}/m/not-a-real-link", relay.base))
+        .goto(&format!("{}/m/not-a-real-link", relay.kit.base))
         .await
         .unwrap();
     browser
@@ -506,7 +425,11 @@ async fn journey(lang: &str, phone: &str) {
 }
 
 async fn revoke_sessions(relay: &Relay, phone: &str) -> u64 {
-    relay::admin::revoke_sessions(relay.state.store(), relay.state.data_key(), phone)
-        .await
-        .unwrap()
+    relay::admin::revoke_sessions(
+        relay.kit.state().store(),
+        relay.kit.state().data_key(),
+        phone,
+    )
+    .await
+    .unwrap()
 }

@@ -6,14 +6,16 @@
 use serde_json::{Value, json};
 
 /// The relay's OpenAPI document, as JSON.
+#[derive(Debug)]
 pub struct Contract {
     doc: Value,
 }
 
 impl Contract {
+    /// The document of the relay built into this test.
     pub fn new() -> Self {
         Self {
-            doc: serde_json::to_value(relay::api::openapi()).unwrap(),
+            doc: serde_json::to_value(crate::api::openapi()).unwrap(),
         }
     }
 
@@ -71,5 +73,11 @@ impl Contract {
             errors.is_empty(),
             "{method} {template} {status}: the body does not match its documented schema: {errors:?}\n{body}"
         );
+    }
+}
+
+impl Default for Contract {
+    fn default() -> Self {
+        Self::new()
     }
 }

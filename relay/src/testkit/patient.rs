@@ -1,0 +1,156 @@
+//! The patient's side of the protocol, played with `shared` as the viewer plays it: open the
+//! link, enroll (derive keys from the password, seal the private key), unlock, fetch the sealed
+//! key and the messages, open them locally.
+
+use rand_core::OsRng;
+use shared::api::{
+    EnrollRequest, LinkRequest, MessageList, OpenResponse, PatientState, UnlockRequest,
+};
+use shared::bundle::KeyBundle;
+use shared::envelope::Content;
+use shared::ids::{MessageId, RecipientId};
+use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
+use shared::keys::PrivateKey;
+
+use super::server::TestRelay;
+
+/// A patient with a key pair and a password.
+#[derive(Debug)]
+pub struct Patient {
+    /// The key the patient's browser generated.
+    pub key: PrivateKey,
+    /// The password the patient chose.
+    pub password: &'static str,
+}
+
+/// A live viewer session.
+#[derive(Debug)]
+pub struct Unlocked {
+    /// The `Cookie` header value of the session.
+    pub cookie: String,
+    /// The private key, unsealed from the relay's bundle with the password.
+    pub key: PrivateKey,
+}
+
+impl Patient {
+    /// Opens the link (`POST /v1/viewer/open`).
+    pub async fn open(relay: &TestRelay, link: &str) -> OpenResponse {
+        let response = relay
+            .http
+            .post(relay.url("/v1/viewer/open"))
+            .json(&LinkRequest { link: link.into() })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "open");
+        response.json().await.unwrap()
+    }
+
+    /// Enrolls with this key and password at the minimum KDF cost (to keep tests fast).
+    pub async fn enroll(&self, relay: &TestRelay, link: &str) -> RecipientId {
+        let opened = Self::open(relay, link).await;
+        assert!(
+            matches!(opened.patient, PatientState::New { .. }),
+            "the patient must not be enrolled yet"
+        );
+        let recipient = opened.recipient_id;
+        let salt = Salt::random(&mut OsRng);
+        let keys = derive_password_keys(
+            &Password::new(self.password).unwrap(),
+            &salt,
+            &KdfParams::MINIMUM,
+        )
+        .unwrap();
+        let request = EnrollRequest {
+            link: link.into(),
+            bundle: KeyBundle::seal(&self.key, recipient, &keys.sealing, &mut OsRng).unwrap(),
+            salt,
+            kdf_params: KdfParams::MINIMUM,
+            verifier: keys.auth.verifier(),
+        };
+        let response = relay
+            .http
+            .post(relay.url("/v1/viewer/enroll"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        recipient
+    }
+
+    /// Unlocks with the password and unseals the private key from the relay's bundle.
+    pub async fn unlock(&self, relay: &TestRelay, link: &str) -> Unlocked {
+        let opened = Self::open(relay, link).await;
+        let PatientState::Enrolled { kdf_params, salt } = opened.patient else {
+            panic!("the patient is not enrolled");
+        };
+        let keys = derive_password_keys(&Password::new(self.password).unwrap(), &salt, &kdf_params)
+            .unwrap();
+        let request = UnlockRequest {
+            link: link.into(),
+            proof: keys.auth.to_base64url().to_string(),
+        };
+        let response = relay
+            .http
+            .post(relay.url("/v1/viewer/unlock"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "unlock");
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let bundle: KeyBundle = relay
+            .http
+            .get(relay.url("/v1/viewer/key"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = bundle.unseal(opened.recipient_id, &keys.sealing).unwrap();
+        Unlocked { cookie, key }
+    }
+
+    /// Unlocks and returns, for each live message, its id and either the opened content or
+    /// `None` while it waits for a wrap to this patient's key.
+    pub async fn read_all(
+        &self,
+        relay: &TestRelay,
+        link: &str,
+        recipient: RecipientId,
+    ) -> Vec<(MessageId, Option<Content>)> {
+        let session = self.unlock(relay, link).await;
+        // The sealed key the relay holds is the one this patient enrolled.
+        assert_eq!(session.key.public_key(), self.key.public_key());
+        let listing: MessageList = relay
+            .http
+            .get(relay.url("/v1/viewer/messages"))
+            .header("cookie", &session.cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listing
+            .messages
+            .into_iter()
+            .map(|m| {
+                let content = m
+                    .envelope
+                    .filter(|_| !m.awaiting_key)
+                    .map(|envelope| envelope.open(&session.key, Some(recipient)).unwrap());
+                (m.message_id, content)
+            })
+            .collect()
+    }
+}

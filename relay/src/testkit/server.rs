@@ -1,0 +1,348 @@
+//! The real relay, in-process on a random loopback port: the same router, store, jobs and SMS
+//! outbox as `relay serve`, with the console SMS provider writing to a file in a temporary
+//! directory and, unless a test asks for the wall clock, a clock the test moves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::limits::Limits;
+use crate::sms::SmsProvider;
+use crate::sms::console::ConsoleProvider;
+use crate::state::{AppState, Clock, Settings};
+use crate::store::{Backend, Store};
+use rand_core::OsRng;
+use serde_json::Value;
+use shared::at_rest::DataKey;
+use shared::ids::OrganisationId;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::contract::Contract;
+use super::db::TestDb;
+
+/// The manual clock's starting time (Unix seconds, in 2027).
+pub const START: i64 = 1_800_000_000;
+
+/// How a [`TestRelay`] is started; [`TestRelay::start`] takes every default.
+#[derive(Debug)]
+pub struct TestRelayBuilder {
+    backend: Backend,
+    limits: Limits,
+    clock: Clock,
+    viewer_dir: Option<PathBuf>,
+    twilio_token: Option<String>,
+}
+
+impl TestRelayBuilder {
+    /// Limits other than `relay serve`'s defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The wall clock instead of the manual one (for tests that drive real binaries, which
+    /// stamp messages with the real time). [`TestRelay::advance`] then panics.
+    pub fn system_clock(mut self) -> Self {
+        self.clock = Clock::System;
+        self
+    }
+
+    /// A manual clock starting at `now` instead of [`START`].
+    pub fn clock_at(mut self, now: i64) -> Self {
+        self.clock = Clock::Manual(Arc::new(AtomicI64::new(now)));
+        self
+    }
+
+    /// Serve this built viewer instead of a one-line placeholder page.
+    pub fn viewer_dir(mut self, dir: PathBuf) -> Self {
+        self.viewer_dir = Some(dir);
+        self
+    }
+
+    /// Accept Twilio status callbacks signed with this auth token.
+    pub fn twilio_token(mut self, token: &str) -> Self {
+        self.twilio_token = Some(token.to_owned());
+        self
+    }
+
+    /// Creates the database and starts the relay.
+    pub async fn start(self) -> TestRelay {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(self.backend, dir.path()).await;
+        let viewer_dir = self.viewer_dir.unwrap_or_else(|| {
+            let placeholder = dir.path().join("dist");
+            std::fs::create_dir_all(&placeholder).unwrap();
+            std::fs::write(
+                placeholder.join("index.html"),
+                "<!doctype html><title>SecureText</title><script src=\"/viewer.js\"></script>",
+            )
+            .unwrap();
+            placeholder
+        });
+        let (_, data_key) = DataKey::generate_encoded(&mut OsRng);
+        let mut relay = TestRelay {
+            base: String::new(),
+            state: None,
+            clock: self.clock,
+            outbox_file: dir.path().join("sms-outbox.jsonl"),
+            viewer_dir,
+            dir,
+            db,
+            data_key: data_key.to_string(),
+            http: reqwest::Client::new(),
+            twilio_token: self.twilio_token,
+            contract: Arc::new(Contract::new()),
+            server: None,
+        };
+        relay.boot(self.limits).await;
+        relay
+    }
+}
+
+/// A running server: how to stop it and the task to wait for.
+#[derive(Debug)]
+struct Server {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A running relay and everything a test needs to reach into it.
+#[derive(Debug)]
+pub struct TestRelay {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    state: Option<AppState>,
+    clock: Clock,
+    /// Where the console SMS provider appends one JSON line per SMS.
+    pub outbox_file: PathBuf,
+    viewer_dir: PathBuf,
+    /// The temporary directory holding the SQLite file, the outbox file and the placeholder
+    /// viewer; removed when the relay is dropped.
+    pub dir: tempfile::TempDir,
+    /// The relay's database.
+    pub db: TestDb,
+    /// The data key (base64url) the relay seals phone numbers and SMS payloads with.
+    pub data_key: String,
+    /// An HTTP client for the test's own requests.
+    pub http: reqwest::Client,
+    /// Twilio auth token for status callbacks; set it before [`TestRelay::boot`] to restart
+    /// with callbacks accepted.
+    pub twilio_token: Option<String>,
+    /// The generated API description every [`TestRelay::call`] answer is checked against.
+    pub contract: Arc<Contract>,
+    server: Option<Server>,
+}
+
+impl TestRelay {
+    /// A relay on a fresh database of `backend` with `relay serve`'s default limits, the
+    /// manual clock at [`START`] and a placeholder viewer page.
+    pub async fn start(backend: Backend) -> Self {
+        Self::builder(backend).start().await
+    }
+
+    /// A relay with some options changed.
+    pub fn builder(backend: Backend) -> TestRelayBuilder {
+        TestRelayBuilder {
+            backend,
+            limits: Limits::default(),
+            clock: Clock::Manual(Arc::new(AtomicI64::new(START))),
+            viewer_dir: None,
+            twilio_token: None,
+        }
+    }
+
+    /// The application state of the running server (store, data key, settings).
+    pub fn state(&self) -> &AppState {
+        self.state.as_ref().expect("the relay is running")
+    }
+
+    /// Starts the server (again, after [`TestRelay::stop`]) on the same database, data key,
+    /// clock and files, on a new port.
+    pub async fn boot(&mut self, limits: Limits) {
+        let store = Store::open(&self.db.url()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        self.base = format!("http://{address}");
+        let settings = Settings {
+            public_url: self.base.clone(),
+            tls: false,
+            viewer_dir: self.viewer_dir.clone(),
+            limits,
+            trust_forwarded_for: false,
+            twilio_auth_token: self.twilio_token.as_deref().map(|t| t.parse().unwrap()),
+        };
+        let state = AppState::new(
+            store,
+            DataKey::from_base64url(&self.data_key).unwrap(),
+            settings,
+            Arc::new(ConsoleProvider::new(self.outbox_file.clone())),
+            self.clock.clone(),
+        );
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(crate::serve_http(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        self.state = Some(state);
+        self.server = Some(Server { shutdown, task });
+    }
+
+    /// A second relay instance on the same database, data key and clock, with its own SMS
+    /// provider and no HTTP listener: for outage and multi-instance tests.
+    pub async fn instance(&self, sms: Arc<dyn SmsProvider>) -> AppState {
+        AppState::new(
+            Store::open(&self.db.url()).await.unwrap(),
+            DataKey::from_base64url(&self.data_key).unwrap(),
+            self.state().settings().clone(),
+            sms,
+            self.clock.clone(),
+        )
+    }
+
+    /// Stops the server, waits for it to finish and closes the database.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.shutdown.send(());
+            server.task.await.unwrap().unwrap();
+        }
+        if let Some(state) = self.state.take() {
+            state.store().close().await;
+        }
+    }
+
+    /// Stops the server and drops its PostgreSQL database.
+    pub async fn finish(mut self) {
+        self.stop().await;
+        self.db.drop_database().await;
+    }
+
+    /// The relay's current time (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, seconds: i64) {
+        match &self.clock {
+            Clock::Manual(now) => {
+                now.fetch_add(seconds, Ordering::SeqCst);
+            }
+            Clock::System => panic!("advance() needs the manual clock"),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The directory of the served viewer.
+    pub fn viewer_dir(&self) -> &Path {
+        &self.viewer_dir
+    }
+
+    /// Sends every due SMS now (the outbox worker's step).
+    pub async fn deliver_sms(&self) {
+        while crate::jobs::send_one(self.state()).await.unwrap() {}
+    }
+
+    /// The SMS the console provider wrote, oldest first.
+    pub fn sms(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.outbox_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The link token of the newest SMS already sent to `phone`.
+    pub fn link_for(&self, phone: &str) -> String {
+        let sms = self
+            .sms()
+            .into_iter()
+            .rev()
+            .find(|s| s["to"] == phone)
+            .expect("an SMS to this phone");
+        let body = sms["body"].as_str().unwrap();
+        body.rsplit("/m/").next().unwrap().trim().to_owned()
+    }
+
+    /// Sends every due SMS, then returns the link token of the newest one to `phone`.
+    pub async fn deliver_link_for(&self, phone: &str) -> String {
+        self.deliver_sms().await;
+        self.link_for(phone)
+    }
+
+    /// Creates an organisation with an API key.
+    pub async fn organisation(&self, name: &str) -> Sender {
+        let store = self.state().store();
+        let id = crate::admin::create_org(store, name).await.unwrap();
+        let key = crate::admin::create_api_key(store, &id.to_string(), "test")
+            .await
+            .unwrap();
+        Sender {
+            id,
+            key_id: key.id,
+            api_key: key.secret.to_string(),
+        }
+    }
+
+    /// Forgets the patient's enrollment (the operator's reset for a forgotten password).
+    pub async fn reset_enrollment(&self, phone: &str) {
+        crate::admin::reset_enrollment(self.state().store(), self.state().data_key(), phone)
+            .await
+            .unwrap();
+    }
+
+    /// The audit event kinds of a message, as its sender sees them, oldest first.
+    pub async fn event_kinds(&self, api_key: &str, message: impl std::fmt::Display) -> Vec<String> {
+        let path = format!("/v1/messages/{message}");
+        let (status, body) = self
+            .call(reqwest::Method::GET, &path, Some(api_key), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// One request (with an API key when `auth` is given, and a JSON body), its status and
+    /// JSON body (or the text as a JSON string), checked against the OpenAPI document.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method_name = method.as_str().to_owned();
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = auth {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        self.contract.check(&method_name, path, status, &body);
+        (status, body)
+    }
+}
+
+/// An organisation's credentials.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Its id.
+    pub id: OrganisationId,
+    /// The API key's public id (for revocation).
+    pub key_id: String,
+    /// The API key's secret.
+    pub api_key: String,
+}
