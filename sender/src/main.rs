@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::audit::{AnchorStore, verify_log};
-use sender::client::{Client, RetryPolicy, SubmitStatus};
+use sender::client::{Client, RetryPolicy};
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::pins::PinStore;
 use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
@@ -414,7 +414,7 @@ async fn send(
         &format!(
             "Message {} {} for recipient {}\nRecipient: {trust}\nExpires: {}",
             receipt.message_id,
-            submit_status_text(receipt.status),
+            receipt.status.as_str(),
             receipt.recipient_id,
             utc(receipt.expires_at)
         ),
@@ -747,16 +747,6 @@ async fn audit(
         }
     }
     Ok(ExitCode::Ok)
-}
-
-/// A submission's status as the relay words it (its wire form). `shared::api::SubmitStatus`
-/// has no `as_str`, unlike `MessageStatus`, so the words are spelled here.
-fn submit_status_text(status: SubmitStatus) -> &'static str {
-    match status {
-        SubmitStatus::Queued => "queued",
-        SubmitStatus::Revoked => "revoked",
-        SubmitStatus::Expired => "expired",
-    }
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian; no time-zone database).

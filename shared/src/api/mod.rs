@@ -122,6 +122,17 @@ pub enum SubmitStatus {
     Expired,
 }
 
+impl SubmitStatus {
+    /// The wire form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 impl From<MessageStatus> for SubmitStatus {
     fn from(status: MessageStatus) -> Self {
         match status {
@@ -365,4 +376,30 @@ pub struct MessageView {
 pub struct MessageList {
     /// Newest first.
     pub messages: Vec<MessageView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_words_are_the_wire_form() {
+        for status in [
+            MessageStatus::Active,
+            MessageStatus::Revoked,
+            MessageStatus::Expired,
+        ] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                status.as_str(),
+                "{status:?}"
+            );
+            let submitted = SubmitStatus::from(status);
+            assert_eq!(
+                serde_json::to_value(submitted).unwrap(),
+                submitted.as_str(),
+                "{submitted:?}"
+            );
+        }
+    }
 }
