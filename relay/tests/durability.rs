@@ -395,6 +395,52 @@ async fn signed_delivery_reports_are_audited_and_forged_ones_refused() {
     relay.finish().await;
 }
 
+/// Issue 12, finding 8: replaying two captured callbacks (a `failed` and a `delivered`, both
+/// correctly signed) in turns used to add an audit event per replay. The first final status of
+/// an SMS is recorded once; a later, different one is a replay or a regression and is ignored.
+#[tokio::test]
+async fn replayed_delivery_reports_are_recorded_once() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let relay = TestRelay::builder(backend)
+            .twilio_token("twilio-test-auth-token")
+            .start()
+            .await;
+        let clinic = registered_clinic(&relay).await;
+        let id = send(&relay, &clinic, "replayed?").await;
+        relay.deliver_sms().await;
+        let reference = relay.sms()[0]["reference"].as_str().unwrap().to_owned();
+        let url = relay.url(relay::api::sms_callback::TWILIO_STATUS_PATH);
+        let report = |status: &str| {
+            let params = vec![
+                ("MessageSid".to_owned(), format!("console-{reference}")),
+                ("MessageStatus".to_owned(), status.to_owned()),
+            ];
+            let signature = relay::sms::twilio::sign("twilio-test-auth-token", &url, &params);
+            relay
+                .http
+                .post(&url)
+                .header("x-twilio-signature", signature)
+                .form(&params)
+                .send()
+        };
+        for status in ["delivered", "failed", "delivered", "failed", "delivered"] {
+            assert_eq!(report(status).await.unwrap().status(), 204, "{status}");
+        }
+        let kinds = relay.event_kinds(&clinic.api_key, id).await;
+        assert_eq!(
+            kinds,
+            [
+                "message_created",
+                "sms_queued",
+                "sms_sent",
+                AuditKind::SmsDelivered.as_str()
+            ],
+            "{backend:?}"
+        );
+        relay.finish().await;
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_message_is_never_texted() {
     for backend in [Backend::Sqlite, Backend::Postgres] {

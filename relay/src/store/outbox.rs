@@ -183,13 +183,15 @@ pub async fn cancel_for_ended_messages(conn: &mut AnyConnection, now: i64) -> St
 pub enum Delivery {
     /// No SMS has this provider id.
     UnknownSms,
-    /// The same status was recorded before (providers retry callbacks).
+    /// The SMS has a final status already (a retried, replayed or contradicting report).
     Repeat,
-    /// A new status for the SMS of this message and organisation.
+    /// The first final status of the SMS of this message and organisation.
     New(MessageId, OrganisationId),
 }
 
-/// Records a delivery report.
+/// Records a final delivery report. The first one wins: Twilio retries callbacks, a captured
+/// callback can be replayed, and a final status does not change, so a report for an SMS that
+/// already has one — the same status or another — is a [`Delivery::Repeat`].
 pub async fn record_delivery(
     conn: &mut AnyConnection,
     provider_id: &str,
@@ -200,7 +202,7 @@ pub async fn record_delivery(
     };
     let changed = sqlx::query(
         "UPDATE sms_outbox SET delivery_status = $1 \
-         WHERE provider_id = $2 AND (delivery_status IS NULL OR delivery_status <> $1)",
+         WHERE provider_id = $2 AND delivery_status IS NULL",
     )
     .bind(status)
     .bind(provider_id)
