@@ -296,6 +296,29 @@ pub struct LimitArgs {
     #[arg(long, env = "RELAY_MAX_BODY_BYTES", default_value_t = D.max_body_bytes)]
     pub max_body_bytes: usize,
 
+    /// Close a connection that has not sent a complete request head this long after connecting
+    /// or after its previous request (seconds).
+    #[arg(
+        long,
+        env = "RELAY_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = D.header_read_timeout.as_secs()
+    )]
+    pub header_read_timeout_seconds: u64,
+
+    /// Answer `408 request_timeout` to a request not complete this long after its head, such as
+    /// one whose body stalls (seconds).
+    #[arg(
+        long,
+        env = "RELAY_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = D.request_timeout.as_secs()
+    )]
+    pub request_timeout_seconds: u64,
+
+    /// Connections served at once; more wait in the listen backlog. Keep it below the open-files
+    /// limit (`ulimit -n`) less the database pool.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = D.max_connections)]
+    pub max_connections: usize,
+
     /// How often the SMS outbox is polled when idle (milliseconds).
     #[arg(long, env = "RELAY_OUTBOX_POLL_MS", default_value_t = millis(D.outbox_poll))]
     pub outbox_poll_ms: u64,
@@ -331,6 +354,9 @@ impl From<&LimitArgs> for Limits {
             address_unlock_attempts: args.address_unlock_attempts,
             send_rate_per_minute: args.send_rate_per_minute,
             max_body_bytes: args.max_body_bytes,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(args.request_timeout_seconds),
+            max_connections: args.max_connections,
             outbox_poll: Duration::from_millis(args.outbox_poll_ms),
             sms_max_attempts: args.sms_max_attempts,
             purge_interval: Duration::from_secs(args.purge_interval_seconds),

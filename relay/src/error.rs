@@ -30,6 +30,9 @@ pub enum AppError {
     /// The body exceeds the configured limit.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request was not complete within the request timeout (a stalled body).
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
     /// No or unknown API key / session.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -98,6 +101,7 @@ impl AppError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::Invalid { .. } => ErrorCode::Invalid,
             Self::BodyTooLarge => ErrorCode::BodyTooLarge,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,

@@ -20,6 +20,7 @@ pub mod http;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod server;
 pub mod sms;
 pub mod state;
 pub mod store;
@@ -27,7 +28,6 @@ pub mod store;
 pub mod testkit;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -45,6 +45,7 @@ pub fn app(state: AppState) -> Router {
     // The viewer's files, `/` included (ServeDir answers a directory with its index.html).
     let viewer_assets = ServeDir::new(&state.settings().viewer_dir)
         .not_found_service(axum::routing::any(http::not_found).with_state(state.clone()));
+    let request_timeout = state.settings().limits.request_timeout;
     let (routes, openapi) = api::routes();
     let openapi = openapi
         .to_json()
@@ -56,6 +57,9 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(
             state.settings().limits.max_body_bytes,
         ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            server::request_deadline(request_timeout, request, next)
+        }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::security_headers,
@@ -103,8 +107,6 @@ pub async fn serve_http(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.settings().limits.clone();
+    server::serve(listener, app(state), &limits, shutdown).await
 }

@@ -29,6 +29,16 @@ pub struct Limits {
     pub send_rate_per_minute: u32,
     /// Largest request body accepted (bytes).
     pub max_body_bytes: usize,
+    /// A connection that has not sent a complete request head this long after connecting (or
+    /// after its previous request) is closed: idle and slow-header clients do not hold a
+    /// connection slot.
+    pub header_read_timeout: Duration,
+    /// A request not answered this long after its head arrived — typically a body that stalls —
+    /// is answered `408 request_timeout`.
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    /// Keep it below the process's open-files limit, less the database pool.
+    pub max_connections: usize,
     /// How often the SMS outbox is polled when idle.
     pub outbox_poll: Duration,
     /// How long a claimed SMS is reserved for the instance sending it.
@@ -51,6 +61,9 @@ impl Limits {
         address_quiet_window: Duration::from_secs(3600),
         send_rate_per_minute: 120,
         max_body_bytes: 256 * 1024,
+        header_read_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
+        max_connections: 512,
         outbox_poll: Duration::from_millis(1000),
         outbox_lease: Duration::from_secs(60),
         sms_max_attempts: 8,

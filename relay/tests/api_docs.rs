@@ -97,3 +97,57 @@ fn the_twilio_callback_path_is_the_documented_one() {
     );
     assert!(API_MD.contains(&format!("### POST {TWILIO_STATUS_PATH}")));
 }
+
+/// Every flag of `relay serve` and the storage options, from the command-line definition.
+fn flags() -> Vec<(String, Option<String>, Option<String>)> {
+    use clap::CommandFactory;
+    let cli = relay::config::Cli::command();
+    let serve = cli.find_subcommand("serve").expect("relay serve").clone();
+    cli.get_arguments()
+        .chain(serve.get_arguments())
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| d.to_string_lossy().into_owned());
+            Some((format!("--{long}"), env, default))
+        })
+        .filter(|(long, _, _)| long != "--help" && long != "--version")
+        .collect()
+}
+
+#[test]
+fn the_configuration_tables_are_the_command_line() {
+    // Rows of the form  | `--flag` | `ENV` | default | meaning |
+    let rows: Vec<Vec<&str>> = API_MD
+        .lines()
+        .filter(|line| line.starts_with("| `--"))
+        .map(|line| line.split('|').map(str::trim).collect())
+        .collect();
+    let flags = flags();
+    for (long, env, default) in &flags {
+        let row = rows
+            .iter()
+            .find(|cells| cells[1] == format!("`{long}`"))
+            .unwrap_or_else(|| panic!("{long} is not in docs/API.md's configuration tables"));
+        if let Some(env) = env {
+            assert_eq!(row[2], format!("`{env}`"), "{long}: environment variable");
+        }
+        if let Some(default) = default.as_ref().filter(|d| !d.is_empty()) {
+            assert!(
+                row[3].contains(&format!("`{default}`")),
+                "{long}: docs/API.md says the default is {:?}, the relay's is {default:?}",
+                row[3]
+            );
+        }
+    }
+    for cells in &rows {
+        let flag = cells[1].trim_matches('`');
+        assert!(
+            flags.iter().any(|(long, _, _)| long == flag),
+            "docs/API.md documents {flag}, which the relay does not have"
+        );
+    }
+}

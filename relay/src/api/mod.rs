@@ -113,6 +113,10 @@ impl Modify for CommonResponses {
                     add("422", "A field is not acceptable (`invalid`, see `field`).");
                 }
                 add(
+                    "408",
+                    "The request did not arrive within the request timeout (`request_timeout`).",
+                );
+                add(
                     "503",
                     "The database is unavailable; retry shortly (`unavailable`).",
                 );

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Invalid,
     /// The body exceeds the relay's limit.
     BodyTooLarge,
+    /// The request (in practice its body) did not arrive within the relay's request timeout.
+    RequestTimeout,
     /// Missing, malformed, unknown or revoked API key, or no live viewer session.
     Unauthorized,
     /// The API key may not touch this resource (e.g. the envelope names another organisation).
@@ -68,10 +70,11 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 26] = [
         Self::BadRequest,
         Self::Invalid,
         Self::BodyTooLarge,
+        Self::RequestTimeout,
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
@@ -102,6 +105,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::Invalid => "invalid",
             Self::BodyTooLarge => "body_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -147,6 +151,7 @@ impl ErrorCode {
             | Self::AwaitingKey => 409,
             Self::MessageEnded | Self::MessageRevoked | Self::MessageExpired => 410,
             Self::BodyTooLarge => 413,
+            Self::RequestTimeout => 408,
             Self::Invalid => 422,
             Self::LockedOut | Self::RateLimited => 429,
             Self::Internal | Self::Unknown => 500,
