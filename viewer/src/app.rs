@@ -11,11 +11,12 @@ use leptos::ev::SubmitEvent;
 use leptos::html::Input;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use shared::api::{ErrorCode, OpenResponse, PatientState};
 use shared::ids::MessageId;
 use shared::kdf::Password;
 use wasm_bindgen::JsValue;
 
-use crate::api::{self, ApiError, OpenInfo, PatientState};
+use crate::api::{self, ApiError};
 use crate::flow::{self, FlowError, Shown, Step, Unlocked};
 use crate::i18n::{Key, Lang, MIN_PASSWORD_CHARS, Strength, strength, text};
 
@@ -27,9 +28,9 @@ const POLL: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq)]
 enum Screen {
     Opening,
-    Choose(OpenInfo, Option<Key>),
+    Choose(OpenResponse, Option<Key>),
     Working(Key),
-    Unlock(OpenInfo, Option<Notice>),
+    Unlock(OpenResponse, Option<Notice>),
     Preparing,
     Reading,
     Locked(Option<Key>),
@@ -53,16 +54,22 @@ fn step_text(step: Step) -> Key {
     }
 }
 
+/// The page for a refusal that ends the journey (the link's message is gone or unknown), if it
+/// is one.
+fn ended_page(code: ErrorCode) -> Option<Screen> {
+    match code {
+        ErrorCode::MessageRevoked => Some(Screen::Ended(Key::RevokedTitle, Key::RevokedIntro)),
+        ErrorCode::MessageExpired => Some(Screen::Ended(Key::ExpiredTitle, Key::ExpiredIntro)),
+        ErrorCode::NotFound => Some(Screen::Ended(Key::UnknownTitle, Key::UnknownIntro)),
+        _ => None,
+    }
+}
+
 /// The screen for a relay error that ends the journey, if it is one.
 fn ending(error: &ApiError) -> Option<Screen> {
     match error {
         ApiError::Network => Some(Screen::Network),
-        ApiError::Relay { code, .. } => match code.as_str() {
-            "message_revoked" => Some(Screen::Ended(Key::RevokedTitle, Key::RevokedIntro)),
-            "message_expired" => Some(Screen::Ended(Key::ExpiredTitle, Key::ExpiredIntro)),
-            "not_found" => Some(Screen::Ended(Key::UnknownTitle, Key::UnknownIntro)),
-            _ => None,
-        },
+        ApiError::Relay { code, .. } => ended_page(*code),
         ApiError::Unexpected => None,
     }
 }
@@ -179,7 +186,10 @@ pub fn App() -> impl IntoView {
                         }
                     }
                 }
-                Err(FlowError::Api(ApiError::Relay { status: 401, .. })) => {
+                Err(FlowError::Api(ApiError::Relay {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                })) => {
                     lock(Some(Key::SessionEnded));
                 }
                 Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
@@ -338,7 +348,7 @@ fn network_view(lang: Lang) -> impl IntoView {
 
 fn choose_view(
     lang: Lang,
-    info: OpenInfo,
+    info: OpenResponse,
     problem: Option<Key>,
     screen: RwSignal<Screen>,
     link: StoredValue<Option<String>>,
@@ -418,7 +428,7 @@ fn choose_view(
 
 fn unlock_view(
     lang: Lang,
-    info: OpenInfo,
+    info: OpenResponse,
     notice: Option<Notice>,
     screen: RwSignal<Screen>,
     link: StoredValue<Option<String>>,
@@ -449,20 +459,15 @@ fn unlock_view(
                     code,
                     attempts_left,
                     retry_after,
-                    ..
                 })) => {
-                    let notice = match code.as_str() {
-                        "wrong_password" => Notice::Wrong(attempts_left.unwrap_or(0)),
-                        "locked_out" => Notice::LockedOut(retry_after.unwrap_or(60).div_ceil(60)),
+                    let notice = match code {
+                        ErrorCode::WrongPassword => Notice::Wrong(attempts_left.unwrap_or(0)),
+                        ErrorCode::LockedOut => {
+                            Notice::LockedOut(retry_after.unwrap_or(60).div_ceil(60))
+                        }
                         _ => Notice::Failed,
                     };
-                    let ended = ending(&ApiError::Relay {
-                        status: 0,
-                        code,
-                        attempts_left,
-                        retry_after,
-                    });
-                    screen.set(ended.unwrap_or(Screen::Unlock(info, Some(notice))));
+                    screen.set(ended_page(code).unwrap_or(Screen::Unlock(info, Some(notice))));
                 }
                 Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
                 Err(_) => screen.set(Screen::Unlock(info, Some(Notice::Failed))),

@@ -5,6 +5,7 @@
 //! (WebCrypto, see [`crate::keygen`]).
 
 use rand_core::OsRng;
+use shared::api::{EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse};
 use shared::bundle::KeyBundle;
 use shared::envelope::Content;
 use shared::ids::{MessageId, RecipientId};
@@ -13,28 +14,26 @@ use shared::keys::PrivateKey;
 use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::api::{self, ApiError, MessageItem, OpenInfo, PatientState, SessionInfo};
+use crate::api::{self, ApiError};
 use crate::keygen;
 use crate::vault::{self, StoredSession};
 
 /// Why a journey stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {
     /// The relay refused or failed (see the code).
-    Api(ApiError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The relay offered key-derivation parameters below the safe minimum (or absurd ones):
     /// refused, because a weak derivation would hand it a cheaply guessable proof.
+    #[error("the relay offered unsafe key-derivation parameters")]
     UnsafeParameters,
     /// The browser lacks what the viewer needs (WebCrypto).
+    #[error("the browser lacks WebCrypto")]
     Unsupported,
     /// Decryption or key handling failed: data altered, or a wrong key.
+    #[error("decryption or key handling failed")]
     Crypto,
-}
-
-impl From<ApiError> for FlowError {
-    fn from(error: ApiError) -> Self {
-        Self::Api(error)
-    }
 }
 
 /// The steps a long journey reports, for the progress text.
@@ -94,7 +93,7 @@ fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<Passwo
 
 /// Seals the private key for this session and stores the blob; failure to store only costs the
 /// fast re-open, so it is not an error.
-fn keep_for_session(key: &PrivateKey, session: &SessionInfo) -> Result<(), FlowError> {
+fn keep_for_session(key: &PrivateKey, session: &SessionResponse) -> Result<(), FlowError> {
     let relay_half =
         RelayHalf::from_base64url(&session.relay_half).map_err(|_| FlowError::Crypto)?;
     let device_half = DeviceHalf::random(&mut OsRng);
@@ -120,7 +119,7 @@ fn keep_for_session(key: &PrivateKey, session: &SessionInfo) -> Result<(), FlowE
 /// then unlock with the same keys.
 pub async fn enroll(
     link: &str,
-    info: &OpenInfo,
+    info: &OpenResponse,
     password: Password,
     progress: impl Fn(Step),
 ) -> Result<Unlocked, FlowError> {
@@ -142,9 +141,9 @@ pub async fn enroll(
     yield_to_browser().await;
     let bundle = KeyBundle::seal(&private, info.recipient_id, &keys.sealing, &mut OsRng)
         .map_err(|_| FlowError::Crypto)?;
-    api::enroll(&api::Enrollment {
-        link,
-        bundle: &bundle,
+    api::enroll(&EnrollRequest {
+        link: link.to_owned(),
+        bundle,
         salt,
         kdf_params: *kdf_params,
         verifier: keys.auth.verifier(),
@@ -163,7 +162,7 @@ pub async fn enroll(
 /// Later visits: derive, prove the password, fetch and unseal the private key.
 pub async fn unlock(
     link: &str,
-    info: &OpenInfo,
+    info: &OpenResponse,
     password: Password,
     progress: impl Fn(Step),
 ) -> Result<Unlocked, FlowError> {
@@ -221,7 +220,7 @@ pub async fn resume() -> Option<Unlocked> {
 
 /// The patient's messages: decrypted ones, and how many still wait for the sender's re-wrap.
 pub async fn load_messages(unlocked: &Unlocked) -> Result<(Vec<Shown>, usize), FlowError> {
-    let items: Vec<MessageItem> = api::messages().await?;
+    let items: Vec<MessageView> = api::messages().await?;
     let mut shown = Vec::new();
     let mut waiting = 0;
     let mut unreadable = 0;
