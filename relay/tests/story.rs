@@ -155,6 +155,7 @@ async fn with_cookie(relay: &TestRelay, method: Method, path: &str, cookie: &str
         .http
         .request(method, relay.url(path))
         .header("cookie", cookie)
+        .header(shared::api::VIEWER_REQUEST_HEADER, "1")
         .send()
         .await
         .unwrap();

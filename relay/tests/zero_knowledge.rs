@@ -220,6 +220,7 @@ async fn zero_knowledge(backend: Backend) {
             envelope.header.message_id
         )))
         .header("cookie", &cookie)
+        .header(shared::api::VIEWER_REQUEST_HEADER, "1")
         .send()
         .await
         .unwrap();
@@ -228,6 +229,7 @@ async fn zero_knowledge(backend: Backend) {
         .http
         .post(relay.url("/v1/viewer/logout"))
         .header("cookie", &cookie)
+        .header(shared::api::VIEWER_REQUEST_HEADER, "1")
         .send()
         .await
         .unwrap();

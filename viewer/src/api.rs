@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
     EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    SessionResponse, UnlockRequest,
+    SessionResponse, UnlockRequest, VIEWER_REQUEST_HEADER,
 };
 use shared::bundle::KeyBundle;
 use shared::ids::MessageId;
@@ -74,9 +74,12 @@ async fn post_json<B: Serialize>(path: &str, body: &B) -> Result<Response, ApiEr
         .map_err(|_| ApiError::Network)
 }
 
-/// A `POST` without a body: read receipts and logout act on the session cookie alone.
+/// A `POST` without a body: read receipts and logout act on the session cookie alone. The
+/// viewer's request header tells the relay the request comes from this page, not from a
+/// cross-site form riding on the cookie.
 async fn post(path: &str) -> Result<Response, ApiError> {
     Request::post(path)
+        .header(VIEWER_REQUEST_HEADER, "1")
         .send()
         .await
         .map_err(|_| ApiError::Network)

@@ -9,12 +9,12 @@
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::OsRng;
 use shared::api::{
     EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    PatientState, SessionResponse, UnlockRequest,
+    PatientState, SessionResponse, UnlockRequest, VIEWER_REQUEST_HEADER,
 };
 use shared::audit::AuditKind;
 use shared::bundle::KeyBundle;
@@ -36,8 +36,22 @@ use crate::store::recipients::{self, Enrollment, Recipient};
 use crate::store::sessions::{self, NewSession};
 use crate::store::{orgs, throttle};
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP (development, tests).
 pub const SESSION_COOKIE: &str = "securetext_session";
+/// Name of the session cookie over TLS: the `__Host-` prefix makes browsers accept it only
+/// with `Secure`, `Path=/` and no `Domain`, so a sibling subdomain cannot set or shadow it.
+pub const TLS_SESSION_COOKIE: &str = "__Host-securetext_session";
+/// Session cookies of our name tried per request: enough for a planted one or two beside the
+/// real one, not a way to make one request cost many lookups.
+const MAX_SESSION_COOKIES: usize = 4;
+
+fn session_cookie_name(state: &AppState) -> &'static str {
+    if state.settings().tls {
+        TLS_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 /// Purpose label of relay halves sealed with the data key.
 const RELAY_HALF: &str = "relay-half";
 
@@ -345,11 +359,7 @@ async fn unlock(
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
-        session_cookie(
-            &state,
-            token.to_base64url().as_str(),
-            limits.session_max.as_secs(),
-        )?,
+        session_cookie(&state, Some(token.to_base64url().as_str()))?,
     );
     let body = SessionResponse {
         session_id,
@@ -361,10 +371,18 @@ async fn unlock(
     Ok((headers, Json(body)).into_response())
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age: u64) -> ApiResult<HeaderValue> {
+/// The `Set-Cookie` value that sets the session token, or (`None`) clears the cookie. It has no
+/// `Max-Age`: it ends with the browser session, and the relay ends the session itself after
+/// the idle timeout or `session_max`.
+fn session_cookie(state: &AppState, token: Option<&str>) -> ApiResult<HeaderValue> {
+    let name = session_cookie_name(state);
     let secure = if state.settings().tls { "; Secure" } else { "" };
+    let (value, clear) = match token {
+        Some(token) => (token, ""),
+        None => ("", "; Max-Age=0"),
+    };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/v1/viewer; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{clear}"
     ))
     .map_err(|e| AppError::Internal(format!("cookie: {e}")))
 }
@@ -383,22 +401,41 @@ impl FromRequestParts<AppState> for ViewerSession {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         const NO_SESSION: AppError = AppError::Unauthorized("no live session; unlock again");
-        let token = parts
+        let changes_state = !matches!(parts.method, Method::GET | Method::HEAD);
+        if changes_state && !parts.headers.contains_key(VIEWER_REQUEST_HEADER) {
+            return Err(AppError::Forbidden(
+                "a viewer request that changes state must carry the X-SecureText-Viewer header",
+            ));
+        }
+        let name = session_cookie_name(state);
+        // Every cookie of our name, in order: one planted beside the real one (by a sibling
+        // subdomain over plain HTTP, or an injected header) must not hide it.
+        let tokens: Vec<Token> = parts
             .headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == SESSION_COOKIE)
-            .and_then(|(_, value)| Token::from_base64url(value).ok())
-            .ok_or(NO_SESSION)?;
+            .filter(|(cookie, _)| *cookie == name)
+            .filter_map(|(_, value)| Token::from_base64url(value).ok())
+            .take(MAX_SESSION_COOKIES)
+            .collect();
+        if tokens.is_empty() {
+            return Err(NO_SESSION);
+        }
         let now = state.now();
         let idle = seconds(state.settings().limits.session_idle);
         let mut conn = state.store().conn().await?;
-        let row = sessions::live_by_token(&mut conn, &token.hash(TokenKind::Session), now, idle)
-            .await?
-            .ok_or(NO_SESSION)?;
+        let mut live = None;
+        for token in &tokens {
+            live = sessions::live_by_token(&mut conn, &token.hash(TokenKind::Session), now, idle)
+                .await?;
+            if live.is_some() {
+                break;
+            }
+        }
+        let row = live.ok_or(NO_SESSION)?;
         sessions::touch(&mut conn, row.id, now).await?;
         let half = state
             .data_key()
@@ -495,6 +532,7 @@ async fn live_messages(
     responses(
         (status = 204, description = "Recorded."),
         (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 403, description = "No `X-SecureText-Viewer` header (`forbidden`).", body = ErrorBody),
         (status = 404, description = "Not this patient's message.", body = ErrorBody),
         (status = 409, description = "`awaiting_key`: not yet readable on this device.", body = ErrorBody),
         (status = 410, description = "`message_ended`.", body = ErrorBody),
@@ -543,6 +581,7 @@ async fn read_receipt(
     responses(
         (status = 204, description = "Ended; clears the cookie."),
         (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 403, description = "No `X-SecureText-Viewer` header (`forbidden`).", body = ErrorBody),
     ))]
 async fn logout(State(state): State<AppState>, session: ViewerSession) -> ApiResult<Response> {
     let mut conn = state.store().conn().await?;
@@ -550,6 +589,6 @@ async fn logout(State(state): State<AppState>, session: ViewerSession) -> ApiRes
     let mut response = no_content();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&state, "", 0)?);
+        .insert(header::SET_COOKIE, session_cookie(&state, None)?);
     Ok(response)
 }

@@ -28,6 +28,8 @@ pub struct Patient {
 pub struct Unlocked {
     /// The `Cookie` header value of the session.
     pub cookie: String,
+    /// The `Set-Cookie` header the unlock answered.
+    pub set_cookie: String,
     /// The private key, unsealed from the relay's bundle with the password.
     pub key: PrivateKey,
 }
@@ -99,13 +101,11 @@ impl Patient {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "unlock");
-        let cookie = response.headers()["set-cookie"]
+        let set_cookie = response.headers()["set-cookie"]
             .to_str()
             .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
             .to_owned();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let bundle: KeyBundle = relay
             .http
             .get(relay.url("/v1/viewer/key"))
@@ -117,7 +117,11 @@ impl Patient {
             .await
             .unwrap();
         let key = bundle.unseal(opened.recipient_id, &keys.sealing).unwrap();
-        Unlocked { cookie, key }
+        Unlocked {
+            cookie,
+            set_cookie,
+            key,
+        }
     }
 
     /// Unlocks and returns, for each live message, its id and either the opened content or

@@ -33,9 +33,17 @@ pub struct TestRelayBuilder {
     clock: Clock,
     viewer_dir: Option<PathBuf>,
     twilio_token: Option<String>,
+    tls: bool,
 }
 
 impl TestRelayBuilder {
+    /// Behave as a relay reached over TLS (`Secure`, `__Host-` cookie; HSTS), although the test
+    /// talks plain HTTP to it.
+    pub fn behind_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Limits other than `relay serve`'s defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -93,6 +101,7 @@ impl TestRelayBuilder {
             data_key: data_key.to_string(),
             http: reqwest::Client::new(),
             twilio_token: self.twilio_token,
+            tls: self.tls,
             contract: Arc::new(Contract::new()),
             server: None,
         };
@@ -130,6 +139,7 @@ pub struct TestRelay {
     /// Twilio auth token for status callbacks; set it before [`TestRelay::boot`] to restart
     /// with callbacks accepted.
     pub twilio_token: Option<String>,
+    tls: bool,
     /// The generated API description every [`TestRelay::call`] answer is checked against.
     pub contract: Arc<Contract>,
     server: Option<Server>,
@@ -150,6 +160,7 @@ impl TestRelay {
             clock: Clock::Manual(Arc::new(AtomicI64::new(START))),
             viewer_dir: None,
             twilio_token: None,
+            tls: false,
         }
     }
 
@@ -167,7 +178,7 @@ impl TestRelay {
         self.base = format!("http://{address}");
         let settings = Settings {
             public_url: self.base.clone(),
-            tls: false,
+            tls: self.tls,
             viewer_dir: self.viewer_dir.clone(),
             limits,
             trust_forwarded_for: false,

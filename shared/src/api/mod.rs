@@ -257,6 +257,12 @@ impl AuditQuery {
 
 // ---- viewer API -------------------------------------------------------------------------------
 
+/// The header every viewer request that a session cookie authenticates and that changes state
+/// (a POST) must carry, with any value. A cross-site form or image cannot set a custom header,
+/// and a cross-site `fetch` that tries needs a CORS preflight the relay never grants, so a
+/// request with the header comes from the viewer's own page.
+pub const VIEWER_REQUEST_HEADER: &str = "x-securetext-viewer";
+
 /// `POST /v1/viewer/open`: the link token from the SMS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
