@@ -169,7 +169,8 @@ pub enum AuditCommand {
 /// Which SMS provider delivers links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SmsProviderKind {
-    /// Print each SMS and append it to the outbox file (development, tests, demos).
+    /// Print each SMS and append it to the outbox file, phone numbers and links in clear
+    /// (development, tests, demos only; refused for an `https` public URL).
     Console,
     /// Twilio's Messages API.
     Twilio,

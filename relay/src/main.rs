@@ -91,10 +91,24 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         relay::api::sms_callback::TWILIO_STATUS_PATH
     );
     let (sms, twilio_auth_token): (Arc<dyn SmsProvider>, _) = match args.sms_provider {
-        SmsProviderKind::Console => (
-            Arc::new(ConsoleProvider::new(args.sms_outbox_file.clone())),
-            None,
-        ),
+        SmsProviderKind::Console => {
+            anyhow::ensure!(
+                args.public_url.scheme() != "https",
+                "the console SMS provider writes phone numbers and links in clear to {} and \
+                 stdout; it is for development only and refused for an https public URL: \
+                 choose --sms-provider twilio",
+                args.sms_outbox_file.display()
+            );
+            tracing::warn!(
+                outbox = %args.sms_outbox_file.display(),
+                "DEVELOPMENT ONLY: the console SMS provider writes phone numbers and links in \
+                 clear; no SMS is sent"
+            );
+            (
+                Arc::new(ConsoleProvider::new(args.sms_outbox_file.clone())),
+                None,
+            )
+        }
         SmsProviderKind::Twilio => {
             let provider = TwilioProvider::new(TwilioConfig {
                 base_url: args.twilio_base_url.clone(),

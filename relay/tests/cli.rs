@@ -116,3 +116,43 @@ fn operator_commands_round_trip() {
         assert_eq!(mode & 0o077, 0, "the data key file is private to its owner");
     }
 }
+
+/// Issue 12, finding 11: the console provider writes phone numbers and links in clear; it is
+/// for development and refused for a relay whose public URL is `https` (a deployment).
+#[test]
+fn the_console_sms_provider_is_refused_for_an_https_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .current_dir(dir.path())
+        .env(
+            "RELAY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("relay.sqlite").display()),
+        )
+        .env("RELAY_LOG", "warn")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "https://relay.example.org",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("relay serve ran with the console SMS provider behind an https public URL");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("--sms-provider twilio"), "{stderr}");
+}

@@ -72,9 +72,11 @@ impl ConsoleProvider {
     }
 
     async fn append_line(&self, line: &[u8]) -> std::io::Result<()> {
+        // Owner-only: the console outbox holds phone numbers and link tokens in clear.
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.outbox_file)
             .await?;
         file.write_all(line).await?;

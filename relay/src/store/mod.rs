@@ -62,6 +62,14 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite files' permissions could not be restricted to the relay's user.
+    #[error("restricting {path} to its owner: {source}")]
+    Permissions {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A stored value does not decode (a damaged row, or a row written by another version).
     #[error("stored {what}: {reason}")]
     Corrupt {
@@ -113,6 +121,9 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        if backend == Backend::Sqlite {
+            owner_only_sqlite_files(url)?;
+        }
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 let separator = if url.contains('?') { '&' } else { '?' };
@@ -192,6 +203,44 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates the SQLite database file readable by its owner only before SQLite creates it, or
+/// tightens an existing one (and its WAL and shared-memory files). SQLite gives the WAL and
+/// shared-memory files it creates the database file's permissions, so all three end up owner-only
+/// whatever the process umask: other local users cannot read ciphertext, sealed keys or
+/// verifiers.
+fn owner_only_sqlite_files(url: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let database = options.get_filename();
+    if database == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    let failed = |source| StoreError::Permissions {
+        path: database.to_path_buf(),
+        source,
+    };
+    // `mode` applies only when the file is created; an existing file keeps its mode until
+    // tightened below.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(database)
+        .map_err(failed)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", database.display()));
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "database file was readable beyond its owner; restricting it");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(failed)?;
+        }
+    }
+    Ok(())
 }
 
 /// A transaction that knows its backend, so the few statements that differ (row locks on

@@ -1,0 +1,73 @@
+//! What the relay writes to disk is readable by its own user only (issue 12, finding 11): the
+//! SQLite database with its WAL and shared-memory files, and the console provider's outbox
+//! (phone numbers and links in clear). Other local users get nothing, whatever the umask.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use relay::store::Backend;
+use relay::testkit::{TestDb, TestRelay, header, keys, seal};
+use reqwest::Method;
+use serde_json::json;
+
+fn assert_owner_only(path: &Path) {
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "{} is mode {:o}: readable beyond its owner",
+        path.display(),
+        mode & 0o777
+    );
+}
+
+#[tokio::test]
+async fn the_database_and_the_outbox_are_owner_only() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let keys = keys();
+    let clinic = relay.organisation("Files Clinic").await;
+    let (status, _) = relay
+        .call(
+            Method::PUT,
+            "/v1/organisation/key",
+            Some(&clinic.api_key),
+            Some(json!({ "public_key": keys.organisation.public_key() })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let envelope = seal(header(clinic.id, None, relay.now(), 3600), "x", &keys, None);
+    let (status, _) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(&clinic.api_key),
+            Some(json!({ "to": "+15557770002", "envelope": envelope })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    relay.deliver_sms().await;
+    let TestDb::Sqlite(database) = &relay.db else {
+        unreachable!("a SQLite relay")
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        assert_owner_only(Path::new(&format!("{}{suffix}", database.display())));
+    }
+    assert_owner_only(&relay.outbox_file);
+    relay.finish().await;
+}
+
+#[tokio::test]
+async fn an_existing_world_readable_database_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = relay::store::Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.close().await;
+    assert_owner_only(&path);
+}
