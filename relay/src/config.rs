@@ -192,6 +192,12 @@ pub struct ServeArgs {
     )]
     pub public_url: url::Url,
 
+    /// Address of a second listener serving only `GET /metrics` (Prometheus), for an internal
+    /// network or loopback; without it metrics are not served. The API listener never answers
+    /// them.
+    #[arg(long, env = "RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Directory of the built viewer (`trunk build --release` output).
     #[arg(long, env = "RELAY_VIEWER_DIR", default_value = "dist")]
     pub viewer_dir: PathBuf,

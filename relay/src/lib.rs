@@ -74,10 +74,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` with the background jobs until `shutdown` completes, then
-/// finishes in-flight requests, stops the jobs and closes the database.
+/// Serves `state` on `listener` (and metrics on `metrics_listener`, when given) with the
+/// background jobs until `shutdown` completes, then finishes in-flight requests, stops the jobs
+/// and closes the database.
 pub async fn run(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -91,12 +93,21 @@ pub async fn run(
     let purge = tokio::spawn(jobs::supervise(
         "purge",
         state.clone(),
-        stopped,
+        stopped.clone(),
         jobs::run_purge,
     ));
+    let metrics = metrics_listener.map(|listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(serve_metrics(listener, state.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    });
     let served = serve_http(listener, state.clone(), shutdown).await;
     let _ = stop.send(true);
     let _ = tokio::join!(outbox, purge);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     state.store().close().await;
     served
 }
@@ -109,4 +120,15 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let limits = state.settings().limits.clone();
     server::serve(listener, app(state), &limits, shutdown).await
+}
+
+/// Serves `GET /metrics` on a listener of its own: Prometheus scrapes it on an internal address
+/// while the API listener, which faces patients, does not answer it.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.settings().limits.clone();
+    server::serve(listener, api::ops::metrics_router(state), &limits, shutdown).await
 }

@@ -141,7 +141,17 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         "relay serving"
     );
     let state = AppState::new(store, data_key, settings, sms, Clock::System);
-    relay::run(listener, state, shutdown_signal()).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening for metrics on {address}"))?;
+            tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+            Some(listener)
+        }
+        None => None,
+    };
+    relay::run(listener, metrics_listener, state, shutdown_signal()).await?;
     tracing::info!("relay stopped");
     Ok(())
 }

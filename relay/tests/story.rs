@@ -1178,7 +1178,7 @@ async fn request_hygiene(backend: Backend) {
     scene.finish().await;
 }
 
-/// `/metrics` counts accepted messages, and only those: four accepted (the story's count:
+/// `/metrics`, on the metrics listener, counts accepted messages, and only those: four accepted (the story's count:
 /// first contact and three messages to the enrolled patient), while an idempotent retry, a
 /// duplicate and a refused submission add nothing.
 async fn accepted_messages_metric(backend: Backend) {
@@ -1217,7 +1217,7 @@ async fn accepted_messages_metric(backend: Backend) {
 
     let metrics = relay
         .http
-        .get(relay.url("/metrics"))
+        .get(relay.metrics_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -1228,6 +1228,10 @@ async fn accepted_messages_metric(backend: Backend) {
         metrics.contains("securetext_messages_accepted_total 4"),
         "{metrics}"
     );
+    // Metrics are served on their own listener only (issue 12, finding 11): the public API
+    // listener does not answer them.
+    let (status, body) = relay.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
     scene.finish().await;
 }
 

@@ -1,4 +1,5 @@
-//! Operational endpoints: liveness, readiness, metrics and the API description.
+//! Operational endpoints: liveness, readiness and the API description on the API listener;
+//! metrics on their own listener (`--metrics-listen`), so they are not public by default.
 
 use std::sync::Arc;
 
@@ -23,8 +24,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
-        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+}
+
+/// The metrics listener's router: `GET /metrics` only. Not part of the API document, which
+/// describes the public listener.
+pub fn metrics_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state)
 }
 
 /// Liveness: the process serves HTTP.
@@ -49,11 +57,6 @@ async fn ready(State(state): State<AppState>) -> ApiResult<&'static str> {
 }
 
 /// Prometheus counters and the outbox backlog.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses(
-        (status = 200, description = "Prometheus text exposition.", content_type = "text/plain", body = String),
-        (status = 503, description = "The database is unreachable.", body = ErrorBody),
-    ))]
 async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let mut conn = state.store().conn().await?;
     let pending = outbox::pending_count(&mut conn).await?;

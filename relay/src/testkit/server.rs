@@ -92,6 +92,7 @@ impl TestRelayBuilder {
         let (_, data_key) = DataKey::generate_encoded(&mut OsRng);
         let mut relay = TestRelay {
             base: String::new(),
+            metrics_base: String::new(),
             state: None,
             clock: self.clock,
             outbox_file: dir.path().join("sms-outbox.jsonl"),
@@ -104,24 +105,47 @@ impl TestRelayBuilder {
             tls: self.tls,
             contract: Arc::new(Contract::new()),
             server: None,
+            metrics_server: None,
         };
         relay.boot(self.limits).await;
         relay
     }
 }
 
-/// A running server: how to stop it and the task to wait for.
+/// A running listener: how to stop it and the task to wait for.
 #[derive(Debug)]
 struct Server {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
+impl Server {
+    /// Spawns a listener's serve loop, which ends when [`Server::stop`] is called.
+    fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// A running relay and everything a test needs to reach into it.
 #[derive(Debug)]
 pub struct TestRelay {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` of the API listener.
     pub base: String,
+    /// `http://127.0.0.1:<port>` of the metrics listener.
+    pub metrics_base: String,
     state: Option<AppState>,
     clock: Clock,
     /// Where the console SMS provider appends one JSON line per SMS.
@@ -143,6 +167,7 @@ pub struct TestRelay {
     /// The generated API description every [`TestRelay::call`] answer is checked against.
     pub contract: Arc<Contract>,
     server: Option<Server>,
+    metrics_server: Option<Server>,
 }
 
 impl TestRelay {
@@ -191,12 +216,15 @@ impl TestRelay {
             Arc::new(ConsoleProvider::new(self.outbox_file.clone())),
             self.clock.clone(),
         );
-        let (shutdown, stopped) = oneshot::channel();
-        let task = tokio::spawn(crate::serve_http(listener, state.clone(), async move {
-            let _ = stopped.await;
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
+        self.server = Some(Server::spawn(|stopped| {
+            crate::serve_http(listener, state.clone(), stopped)
+        }));
+        self.metrics_server = Some(Server::spawn(|stopped| {
+            crate::serve_metrics(metrics_listener, state.clone(), stopped)
         }));
         self.state = Some(state);
-        self.server = Some(Server { shutdown, task });
     }
 
     /// A second relay instance on the same database, data key and clock, with its own SMS
@@ -214,8 +242,10 @@ impl TestRelay {
     /// Stops the server, waits for it to finish and closes the database.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
-            let _ = server.shutdown.send(());
-            server.task.await.unwrap().unwrap();
+            server.stop().await;
+        }
+        if let Some(server) = self.metrics_server.take() {
+            server.stop().await;
         }
         if let Some(state) = self.state.take() {
             state.store().close().await;
@@ -246,6 +276,11 @@ impl TestRelay {
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `metrics_base` + `path`.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("{}{path}", self.metrics_base)
     }
 
     /// The directory of the served viewer.
