@@ -11,7 +11,7 @@ use shared::ids::{OrganisationId, RecipientId};
 use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
 
-use crate::config::StorageArgs;
+use crate::config::{Secret, StorageArgs};
 use crate::store::audit::{self, Record};
 use crate::store::{Backend, Store, StoreError, Tx, messages, orgs, recipients, sessions};
 
@@ -58,23 +58,32 @@ fn default_key_file(database_url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}.key")))
 }
 
-/// Loads the data key from the flag, the key file, or (SQLite only) a key file created on
-/// first start with owner-only permissions.
-pub fn load_data_key(storage: &StorageArgs) -> Result<DataKey, AdminError> {
-    if let Some(key) = &storage.data_key {
+/// The environment variable that may hold the data key itself (the binary reads it; there is
+/// no flag, because a command line is readable by every local user).
+pub const DATA_KEY_VARIABLE: &str = "RELAY_DATA_KEY";
+
+/// Loads the data key from `from_environment` (the value of [`DATA_KEY_VARIABLE`]), the key
+/// file, or (SQLite only) a key file created on first start with owner-only permissions.
+pub fn load_data_key(
+    storage: &StorageArgs,
+    from_environment: Option<&Secret>,
+) -> Result<DataKey, AdminError> {
+    if let Some(key) = from_environment {
         return DataKey::from_base64url(key.expose())
-            .map_err(|e| AdminError::DataKey(e.to_string()));
+            .map_err(|e| AdminError::DataKey(format!("{DATA_KEY_VARIABLE}: {e}")));
     }
     let backend = Backend::from_url(&storage.database_url)?;
     let file = match (&storage.data_key_file, backend) {
         (Some(file), _) => file.clone(),
         (None, Backend::Sqlite) => default_key_file(&storage.database_url).ok_or_else(|| {
-            AdminError::DataKey("give --data-key or --data-key-file for this database".into())
+            AdminError::DataKey(format!(
+                "set {DATA_KEY_VARIABLE} or --data-key-file for this database"
+            ))
         })?,
         (None, Backend::Postgres) => {
-            return Err(AdminError::DataKey(
-                "PostgreSQL relays share one data key: give --data-key or --data-key-file".into(),
-            ));
+            return Err(AdminError::DataKey(format!(
+                "PostgreSQL relays share one data key: set {DATA_KEY_VARIABLE} or --data-key-file"
+            )));
         }
     };
     read_or_create_key(&file)

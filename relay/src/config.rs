@@ -66,13 +66,11 @@ pub struct StorageArgs {
     )]
     pub database_url: String,
 
-    /// The data key that encrypts phone numbers and queued SMS at rest (43 characters of
-    /// base64url). Required with PostgreSQL; with SQLite, defaults to a key file beside the
-    /// database, created on first start with owner-only permissions.
-    #[arg(long, env = "RELAY_DATA_KEY", hide_env_values = true, global = true)]
-    pub data_key: Option<Secret>,
-
-    /// File holding the data key (used when `--data-key` is not given).
+    /// File holding the data key that encrypts phone numbers, queued SMS and session halves at
+    /// rest (43 characters of base64url), when `RELAY_DATA_KEY` does not hold the key itself.
+    /// One of the two is required with PostgreSQL; with SQLite the default is a key file beside
+    /// the database, created on first start with owner-only permissions. There is no flag for
+    /// the key itself: a command line is readable by every local user.
     #[arg(long, env = "RELAY_DATA_KEY_FILE", global = true)]
     pub data_key_file: Option<PathBuf>,
 }
@@ -135,18 +133,13 @@ pub enum ApiKeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum PatientCommand {
     /// End every session of the patient (remote wipe of a lost phone).
-    RevokeSessions {
-        /// The patient's phone number in E.164 form (+15551234567).
-        #[arg(long)]
-        phone: String,
-    },
+    /// The patient's phone number is read from standard input, never from the command line
+    /// (which every local user can read, and shell history keeps).
+    RevokeSessions,
     /// Forget the patient's enrollment (forgotten password): they enroll again from their next
     /// link, and senders re-wrap live messages after approving the new key.
-    ResetEnrollment {
-        /// The patient's phone number in E.164 form.
-        #[arg(long)]
-        phone: String,
-    },
+    /// The patient's phone number is read from standard input.
+    ResetEnrollment,
 }
 
 /// Audit commands.
@@ -380,8 +373,6 @@ mod tests {
     fn secrets_never_print() {
         let cli = Cli::parse_from([
             "relay",
-            "--data-key",
-            "data-key-secret-value",
             "serve",
             "--twilio-auth-token",
             "twilio-secret-value",

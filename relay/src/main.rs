@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use relay::config::{
-    ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, ServeArgs,
+    ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, Secret, ServeArgs,
     SmsProviderKind, StorageArgs,
 };
 use relay::sms::SmsProvider;
@@ -54,13 +54,15 @@ async fn main() -> anyhow::Result<()> {
             println!("revoked {id}");
         }
         Command::Patient(command) => {
-            let key = relay::admin::load_data_key(&cli.storage)?;
+            let key =
+                relay::admin::load_data_key(&cli.storage, data_key_from_environment().as_ref())?;
+            let phone = read_phone()?;
             match command {
-                PatientCommand::RevokeSessions { phone } => {
+                PatientCommand::RevokeSessions => {
                     let ended = relay::admin::revoke_sessions(&store, &key, &phone).await?;
                     println!("ended {ended} live session(s)");
                 }
-                PatientCommand::ResetEnrollment { phone } => {
+                PatientCommand::ResetEnrollment => {
                     relay::admin::reset_enrollment(&store, &key, &phone).await?;
                     println!(
                         "enrollment reset; the patient sets a new password from their next link"
@@ -84,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let data_key = relay::admin::load_data_key(storage)?;
+    let data_key = relay::admin::load_data_key(storage, data_key_from_environment().as_ref())?;
     let public_url = args.public_url.as_str().trim_end_matches('/').to_owned();
     let status_callback = format!(
         "{public_url}{}",
@@ -154,6 +156,34 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
     relay::run(listener, metrics_listener, state, shutdown_signal()).await?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// The data key from `RELAY_DATA_KEY`, if set.
+fn data_key_from_environment() -> Option<Secret> {
+    std::env::var(relay::admin::DATA_KEY_VARIABLE)
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
+/// A patient's phone number, from standard input (one line; prompted for on a terminal): a
+/// command line is readable by every local user and kept in shell history.
+fn read_phone() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("Patient's phone number (E.164, e.g. +15551234567): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the phone number from standard input")?;
+    let phone = line.trim();
+    anyhow::ensure!(
+        !phone.is_empty(),
+        "give the patient's phone number on standard input"
+    );
+    Ok(phone.to_owned())
 }
 
 async fn shutdown_signal() {

@@ -16,6 +16,26 @@ fn relay(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .expect("relay binary runs")
 }
 
+/// `relay` with `input` on its standard input (where it reads a patient's phone number).
+fn relay_with_input(dir: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .current_dir(dir)
+        .env(
+            "RELAY_DATABASE_URL",
+            format!("sqlite://{}", dir.join("relay.sqlite").display()),
+        )
+        .env("RELAY_LOG", "warn")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay binary runs");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(output: &std::process::Output) -> String {
     assert!(
         output.status.success(),
@@ -96,9 +116,10 @@ fn operator_commands_round_trip() {
         "the key is never in the audit log"
     );
 
-    let unknown = relay(
+    let unknown = relay_with_input(
         dir.path(),
-        &["patient", "revoke-sessions", "--phone", "+15550009999"],
+        &["patient", "revoke-sessions"],
+        "+15550009999\n",
     );
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no patient with this phone number"));
@@ -155,4 +176,50 @@ fn the_console_sms_provider_is_refused_for_an_https_relay() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
     assert!(stderr.contains("--sms-provider twilio"), "{stderr}");
+}
+
+/// Issue 12, finding 11: a process's command line is readable by every local user (`ps`,
+/// `/proc/<pid>/cmdline`) and lands in shell history, so neither the data key nor a patient's
+/// phone number (PHI) is taken there: the key comes from `RELAY_DATA_KEY` or a file, the phone
+/// number from standard input.
+#[test]
+fn secrets_and_phone_numbers_are_refused_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = shared::at_rest::DataKey::generate_encoded(&mut rand_core::OsRng);
+    let on_command_line = relay(dir.path(), &["migrate", "--data-key", key.as_str()]);
+    assert!(!on_command_line.status.success(), "--data-key was accepted");
+    let phone = relay(
+        dir.path(),
+        &["patient", "revoke-sessions", "--phone", "+15550009999"],
+    );
+    assert!(!phone.status.success(), "--phone was accepted");
+
+    // The phone number on standard input; the data key from the environment.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .current_dir(dir.path())
+        .env(
+            "RELAY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("relay.sqlite").display()),
+        )
+        .env("RELAY_DATA_KEY", key.as_str())
+        .env("RELAY_LOG", "warn")
+        .args(["patient", "revoke-sessions"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"+1 555 000 9999\n").unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no patient with this phone number"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !dir.path().join("relay.sqlite.key").exists(),
+        "RELAY_DATA_KEY was ignored"
+    );
 }

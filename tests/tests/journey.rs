@@ -122,6 +122,22 @@ impl Deployment {
         command
     }
 
+    /// A relay operator command with `input` on its standard input (where the patient
+    /// commands read the phone number).
+    fn operator(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .relay_command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
     fn securetext(&self) -> Command {
         let mut command = Command::new(binary("securetext"));
         command
@@ -328,11 +344,7 @@ async fn journey(postgres: bool) {
 
     // Forgotten password: reset, enroll again; the agent holds the new key until approved.
     ok(
-        &deployment
-            .relay_command()
-            .args(["patient", "reset-enrollment", "--phone", phone])
-            .output()
-            .unwrap(),
+        &deployment.operator(&["patient", "reset-enrollment"], &format!("{phone}\n")),
         "reset-enrollment",
     );
     browser.client.goto(&third_link).await.unwrap();
@@ -368,11 +380,7 @@ async fn journey(postgres: bool) {
 
     // Remote wipe: the open page locks itself.
     ok(
-        &deployment
-            .relay_command()
-            .args(["patient", "revoke-sessions", "--phone", phone])
-            .output()
-            .unwrap(),
+        &deployment.operator(&["patient", "revoke-sessions"], &format!("{phone}\n")),
         "revoke-sessions",
     );
     browser.wait_text("Your session was ended").await;
