@@ -230,14 +230,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RELAY_TWILIO_ACCOUNT_SID", default_value = "")]
     pub twilio_account_sid: String,
 
-    /// Twilio: auth token (also verifies status callbacks).
-    #[arg(
-        long,
-        env = "RELAY_TWILIO_AUTH_TOKEN",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub twilio_auth_token: Secret,
+    /// Twilio: file holding the auth token (which also verifies status callbacks), unless the
+    /// environment variable `RELAY_TWILIO_AUTH_TOKEN` holds the token itself. There is no flag
+    /// for the token: a command line is readable by every local user.
+    #[arg(long, env = "RELAY_TWILIO_AUTH_TOKEN_FILE")]
+    pub twilio_auth_token_file: Option<PathBuf>,
 
     /// Twilio: sending number (E.164). Either this or a messaging service SID.
     #[arg(long, env = "RELAY_TWILIO_FROM")]
@@ -371,13 +368,8 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let cli = Cli::parse_from([
-            "relay",
-            "serve",
-            "--twilio-auth-token",
-            "twilio-secret-value",
-        ]);
-        let printed = format!("{cli:?}");
+        let secret: Secret = "data-key-secret-value".parse().unwrap();
+        let printed = format!("{secret:?}");
         assert!(!printed.contains("secret-value"), "{printed}");
         assert!(printed.contains("[redacted]"));
     }

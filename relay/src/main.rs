@@ -112,16 +112,17 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
             )
         }
         SmsProviderKind::Twilio => {
+            let auth_token = twilio_auth_token(&args)?;
             let provider = TwilioProvider::new(TwilioConfig {
                 base_url: args.twilio_base_url.clone(),
                 account_sid: args.twilio_account_sid.clone(),
-                auth_token: args.twilio_auth_token.clone(),
+                auth_token: auth_token.clone(),
                 from: args.twilio_from.clone(),
                 messaging_service_sid: args.twilio_messaging_service_sid.clone(),
                 status_callback: Some(status_callback.parse().context("status callback URL")?),
             })
             .context("Twilio configuration")?;
-            (Arc::new(provider), Some(args.twilio_auth_token.clone()))
+            (Arc::new(provider), Some(auth_token))
         }
     };
     let settings = Settings {
@@ -156,6 +157,20 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
     relay::run(listener, metrics_listener, state, shutdown_signal()).await?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// The Twilio auth token from `RELAY_TWILIO_AUTH_TOKEN`, else from `--twilio-auth-token-file`
+/// (surrounding whitespace ignored), else empty (which the Twilio configuration refuses).
+fn twilio_auth_token(args: &ServeArgs) -> anyhow::Result<Secret> {
+    if let Ok(token) = std::env::var("RELAY_TWILIO_AUTH_TOKEN") {
+        return Ok(token.parse()?);
+    }
+    let Some(file) = &args.twilio_auth_token_file else {
+        return Ok(String::new().parse()?);
+    };
+    let token = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the Twilio auth token from {}", file.display()))?;
+    Ok(token.trim().parse()?)
 }
 
 /// The data key from `RELAY_DATA_KEY`, if set.

@@ -59,7 +59,7 @@ fn help_documents_every_serve_option_with_its_environment_variable() {
         "RELAY_SMS_OUTBOX_FILE",
         "RELAY_TWILIO_BASE_URL",
         "RELAY_TWILIO_ACCOUNT_SID",
-        "RELAY_TWILIO_AUTH_TOKEN",
+        "RELAY_TWILIO_AUTH_TOKEN_FILE",
         "RELAY_SESSION_IDLE_SECONDS",
         "RELAY_MESSAGE_MAX_LIFETIME_SECONDS",
         "RELAY_UNLOCK_ATTEMPTS",
@@ -193,6 +193,22 @@ fn secrets_and_phone_numbers_are_refused_on_the_command_line() {
         &["patient", "revoke-sessions", "--phone", "+15550009999"],
     );
     assert!(!phone.status.success(), "--phone was accepted");
+    let token = relay(
+        dir.path(),
+        &[
+            "serve",
+            "--sms-provider",
+            "twilio",
+            "--twilio-auth-token",
+            "abc",
+        ],
+    );
+    assert!(!token.status.success(), "--twilio-auth-token was accepted");
+    assert!(
+        String::from_utf8_lossy(&token.stderr).contains("unexpected argument"),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
 
     // The phone number on standard input; the data key from the environment.
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
