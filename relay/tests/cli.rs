@@ -140,10 +140,10 @@ fn operator_commands_round_trip() {
 
 /// Issue 12, finding 11: the console provider writes phone numbers and links in clear; it is
 /// for development and refused for a relay whose public URL is `https` (a deployment).
-#[test]
-fn the_console_sms_provider_is_refused_for_an_https_relay() {
+#[tokio::test]
+async fn the_console_sms_provider_is_refused_for_an_https_relay() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+    let child = Command::new(env!("CARGO_BIN_EXE_relay"))
         .current_dir(dir.path())
         .env(
             "RELAY_DATABASE_URL",
@@ -161,19 +161,26 @@ fn the_console_sms_provider_is_refused_for_an_https_relay() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    // Ended also when the test fails, so a relay that does not refuse is not left running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("relay serve ran with the console SMS provider behind an https public URL");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    }
+    let mut child = KillOnDrop(child);
+    let status = relay::testkit::wait_until(
+        std::time::Duration::from_secs(30),
+        "relay serve to refuse the console SMS provider behind an https public URL",
+        || {
+            let exited = child.0.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
     let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
     assert!(stderr.contains("--sms-provider twilio"), "{stderr}");
 }

@@ -21,7 +21,7 @@ use crate::Error;
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $name(Uuid);
 
@@ -43,11 +43,19 @@ macro_rules! define_id {
                 self.0.as_bytes()
             }
 
-            /// Parses the hyphenated UUID text form.
+            /// Parses the one text form: a lowercase hyphenated UUID, as [`Display`] writes
+            /// it. Other spellings of the same UUID (upper case, braces, `urn:uuid:`, no
+            /// hyphens) are refused, so that an id has one spelling wherever it is a key.
+            ///
+            /// [`Display`]: fmt::Display
             pub fn parse(text: &str) -> Result<Self, Error> {
-                Uuid::try_parse(text)
-                    .map(Self)
-                    .map_err(|_| Error::malformed($what, "not a UUID"))
+                let id = Uuid::try_parse(text)
+                    .map_err(|_| Error::malformed($what, "not a UUID"))?;
+                let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                if id.hyphenated().encode_lower(&mut canonical).as_bytes() != text.as_bytes() {
+                    return Err(Error::malformed($what, "not a lowercase hyphenated UUID"));
+                }
+                Ok(Self(id))
             }
         }
 
@@ -67,6 +75,13 @@ macro_rules! define_id {
             type Err = Error;
             fn from_str(text: &str) -> Result<Self, Error> {
                 Self::parse(text)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -107,5 +122,30 @@ mod tests {
         assert!(RecipientId::parse("not-a-uuid").is_err());
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, format!("\"{id}\""));
+    }
+
+    /// One text form only (issue 12, finding 14): an id is a key in the relay's database and
+    /// in the sender's state files, so a second spelling of the same id must not be accepted.
+    #[test]
+    fn only_the_lowercase_hyphenated_form_is_accepted() {
+        let id = MessageId::random(&mut OsRng);
+        let canonical = id.to_string();
+        let other_forms = [
+            canonical.to_uppercase(),
+            canonical.replace('-', ""),
+            format!("{{{canonical}}}"),
+            format!("urn:uuid:{canonical}"),
+        ];
+        for text in &other_forms {
+            assert!(MessageId::parse(text).is_err(), "{text} was accepted");
+            assert!(
+                serde_json::from_str::<MessageId>(&format!("\"{text}\"")).is_err(),
+                "{text} was accepted from JSON"
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<MessageId>(&format!("\"{canonical}\"")).unwrap(),
+            id
+        );
     }
 }

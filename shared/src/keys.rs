@@ -48,8 +48,15 @@ impl Fingerprint {
         &self.0
     }
 
-    /// Parses 64 hex digits.
+    /// Parses 64 lowercase hex digits, the one form [`fmt::Display`] writes (upper case is
+    /// refused, so that a fingerprint compared or stored as text has one spelling).
     pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(Error::malformed(
+                "fingerprint",
+                "not 64 lowercase hex digits",
+            ));
+        }
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(text, &mut bytes)
             .map_err(|_| Error::malformed("fingerprint", "not 64 hex digits"))?;
@@ -240,6 +247,17 @@ fn encode_spki(key: &RsaPublicKey) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One text form only (issue 12, finding 14): lowercase hex, as written.
+    #[test]
+    fn fingerprints_are_lowercase_hex_only() {
+        let text = "bc31c2bf2950500e3d5bc76e5d9da5f23f9fb0e3feb2a287b8bd97c5352fe321";
+        assert_eq!(Fingerprint::parse(text).unwrap().to_string(), text);
+        assert!(Fingerprint::parse(&text.to_uppercase()).is_err());
+        assert!(
+            serde_json::from_str::<Fingerprint>(&format!("\"{}\"", text.to_uppercase())).is_err()
+        );
+    }
     use rand_core::OsRng;
 
     #[test]
