@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # Shared shell helpers for scripts/*. Sourced, not run.
 
 # Where long-lived build state goes: outside the clone, so fresh clones (CI) reuse it.
-SECURETEXT_CACHE="${SECURETEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/securetext}"
+# Exported: deny.toml's advisory db-path is "$SECURETEXT_CACHE/advisory-dbs".
+export SECURETEXT_CACHE="${SECURETEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/securetext}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SECURETEXT_CACHE}/target}"
 VECTOR_VENV="${SECURETEXT_CACHE}/vector-venv"
 # Pinned Python packages of shared/tests/vectors/verify_vectors.py.

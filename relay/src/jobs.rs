@@ -119,7 +119,7 @@ pub async fn send_one(state: &AppState) -> StoreResult<bool> {
             Metrics::inc(&state.metrics().sms_attempts_failed);
             tracing::warn!(outbox = %row.id, attempt = row.attempts, %error, "SMS attempt failed");
             let text = error.to_string();
-            if matches!(error, SmsError::Temporary(_)) && row.attempts < max_attempts {
+            if error.is_temporary() && row.attempts < max_attempts {
                 let next = now + backoff_seconds(row.attempts);
                 outbox::mark_retry(&mut tx, &row.id, next, &text).await?;
                 (None, String::new())

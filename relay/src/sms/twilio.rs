@@ -52,7 +52,9 @@ pub struct TwilioConfig {
     pub base_url: url::Url,
     /// Account SID (`AC…`), the basic-auth user name.
     pub account_sid: String,
-    /// Auth token, the basic-auth password and the key of webhook signatures.
+    /// Auth token, the basic-auth password. (Webhook signatures are keyed with the same token;
+    /// the callback handler checks them with its copy in
+    /// [`Settings::twilio_auth_token`](crate::state::Settings::twilio_auth_token).)
     pub auth_token: Secret,
     /// Sending number in E.164 form. Exactly one of this and `messaging_service_sid`.
     pub from: Option<String>,
@@ -152,18 +154,6 @@ impl TwilioProvider {
     /// The Messages endpoint this provider posts to.
     pub fn messages_url(&self) -> &url::Url {
         &self.messages_url
-    }
-
-    /// Checks a status callback's `X-Twilio-Signature` with this account's auth token; see
-    /// [`verify_signature`].
-    #[must_use]
-    pub fn verify_callback(
-        &self,
-        url: &str,
-        params: &[(String, String)],
-        signature_header: &str,
-    ) -> bool {
-        verify_signature(self.auth_token.expose(), url, params, signature_header)
     }
 
     async fn deliver(&self, sms: &OutgoingSms) -> Result<Accepted, SmsError> {
