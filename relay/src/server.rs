@@ -42,7 +42,7 @@ pub async fn request_deadline(limit: Duration, request: Request, next: Next) -> 
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (for at most [`DRAIN`]).
+/// finish (for at most 5 seconds).
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -6,44 +6,18 @@
 
 use rand_core::OsRng;
 use relay::store::Backend;
-use relay::testkit::{Patient, TestRelay, header, keys, seal};
-use reqwest::Method;
-use serde_json::json;
+use relay::testkit::{Patient, TestRelay, keys};
 use shared::api::VIEWER_REQUEST_HEADER;
 
 const PHONE: &str = "+15557770001";
 
 /// A relay with an enrolled patient; returns the patient and the link.
 async fn enrolled(relay: &TestRelay) -> (Patient, String) {
-    let keys = keys();
-    let clinic = relay.organisation("Cookie Clinic").await;
-    let (status, _) = relay
-        .call(
-            Method::PUT,
-            "/v1/organisation/key",
-            Some(&clinic.api_key),
-            Some(json!({ "public_key": keys.organisation.public_key() })),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let envelope = seal(
-        header(clinic.id, None, relay.now(), 3600),
-        "hi",
-        &keys,
-        None,
-    );
-    let (status, _) = relay
-        .call(
-            Method::POST,
-            "/v1/messages",
-            Some(&clinic.api_key),
-            Some(json!({ "to": PHONE, "envelope": envelope })),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let clinic = relay.registered_organisation("Cookie Clinic").await;
+    relay.submit_first_contact(&clinic, PHONE, "hi").await;
     let link = relay.deliver_link_for(PHONE).await;
     let patient = Patient {
-        key: keys.patient,
+        key: keys().patient,
         password: "correct horse battery staple",
     };
     patient.enroll(relay, &link).await;

@@ -17,17 +17,7 @@ use shared::audit::AuditKind;
 const PHONE: &str = "+15550001111";
 
 async fn registered_clinic(relay: &TestRelay) -> relay::testkit::Sender {
-    let clinic = relay.organisation("Lakeside Health").await;
-    let (status, _) = relay
-        .call(
-            Method::PUT,
-            "/v1/organisation/key",
-            Some(&clinic.api_key),
-            Some(json!({ "public_key": keys().organisation.public_key() })),
-        )
-        .await;
-    assert_eq!(status, 200);
-    clinic
+    relay.registered_organisation("Lakeside Health").await
 }
 
 async fn send(
@@ -35,22 +25,7 @@ async fn send(
     clinic: &relay::testkit::Sender,
     body: &str,
 ) -> shared::ids::MessageId {
-    let envelope = seal(
-        header(clinic.id, None, relay.now(), 86_400),
-        body,
-        &keys(),
-        None,
-    );
-    let (status, response) = relay
-        .call(
-            Method::POST,
-            "/v1/messages",
-            Some(&clinic.api_key),
-            Some(json!({ "to": PHONE, "envelope": envelope })),
-        )
-        .await;
-    assert_eq!(status, 201, "{response}");
-    envelope.header.message_id
+    relay.submit_first_contact(clinic, PHONE, body).await
 }
 
 #[tokio::test]

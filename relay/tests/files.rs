@@ -6,9 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use relay::store::Backend;
-use relay::testkit::{TestDb, TestRelay, header, keys, seal};
-use reqwest::Method;
-use serde_json::json;
+use relay::testkit::{TestDb, TestRelay};
 
 fn assert_owner_only(path: &Path) {
     let mode = std::fs::metadata(path)
@@ -27,27 +25,10 @@ fn assert_owner_only(path: &Path) {
 #[tokio::test]
 async fn the_database_and_the_outbox_are_owner_only() {
     let relay = TestRelay::start(Backend::Sqlite).await;
-    let keys = keys();
-    let clinic = relay.organisation("Files Clinic").await;
-    let (status, _) = relay
-        .call(
-            Method::PUT,
-            "/v1/organisation/key",
-            Some(&clinic.api_key),
-            Some(json!({ "public_key": keys.organisation.public_key() })),
-        )
+    let clinic = relay.registered_organisation("Files Clinic").await;
+    relay
+        .submit_first_contact(&clinic, "+15557770002", "x")
         .await;
-    assert_eq!(status, 200);
-    let envelope = seal(header(clinic.id, None, relay.now(), 3600), "x", &keys, None);
-    let (status, _) = relay
-        .call(
-            Method::POST,
-            "/v1/messages",
-            Some(&clinic.api_key),
-            Some(json!({ "to": "+15557770002", "envelope": envelope })),
-        )
-        .await;
-    assert_eq!(status, 201);
     relay.deliver_sms().await;
     let TestDb::Sqlite(database) = &relay.db else {
         unreachable!("a SQLite relay")

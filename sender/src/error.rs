@@ -204,6 +204,9 @@ pub fn hint(code: ErrorCode) -> &'static str {
         }
         ErrorCode::Invalid => "a value was refused; see the field named above",
         ErrorCode::BodyTooLarge => "the message is larger than this relay accepts; shorten it",
+        ErrorCode::RequestTimeout => {
+            "the request reached the relay too slowly; check the network and retry"
+        }
         ErrorCode::Unauthorized => {
             "the API key is missing, wrong or revoked; ask the relay operator for a new one"
         }

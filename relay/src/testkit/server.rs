@@ -15,12 +15,13 @@ use crate::store::{Backend, Store};
 use rand_core::OsRng;
 use serde_json::Value;
 use shared::at_rest::DataKey;
-use shared::ids::OrganisationId;
+use shared::ids::{MessageId, OrganisationId};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::contract::Contract;
 use super::db::TestDb;
+use super::fixtures::{header, keys, seal};
 
 /// The manual clock's starting time (Unix seconds, in 2027).
 pub const START: i64 = 1_800_000_000;
@@ -332,6 +333,50 @@ impl TestRelay {
             key_id: key.id,
             api_key: key.secret.to_string(),
         }
+    }
+
+    /// Creates an organisation with an API key and registers the vector organisation key for
+    /// it, so that it can submit messages.
+    pub async fn registered_organisation(&self, name: &str) -> Sender {
+        let sender = self.organisation(name).await;
+        let body = serde_json::json!({ "public_key": keys().organisation.public_key() });
+        let (status, answer) = self
+            .call(
+                reqwest::Method::PUT,
+                "/v1/organisation/key",
+                Some(&sender.api_key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        sender
+    }
+
+    /// Submits a first-contact message (sealed to the organisation only, living a day) from
+    /// `sender` to `phone`; returns its id. The SMS is queued, not yet sent.
+    pub async fn submit_first_contact(
+        &self,
+        sender: &Sender,
+        phone: &str,
+        body: &str,
+    ) -> MessageId {
+        let envelope = seal(
+            header(sender.id, None, self.now(), 86_400),
+            body,
+            &keys(),
+            None,
+        );
+        let request = serde_json::json!({ "to": phone, "envelope": envelope });
+        let (status, answer) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/messages",
+                Some(&sender.api_key),
+                Some(request),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        envelope.header.message_id
     }
 
     /// Forgets the patient's enrollment (the operator's reset for a forgotten password).
