@@ -1,11 +1,11 @@
 //! HTTP plumbing shared by every route: JSON and path extractors that answer with the relay's
 //! error body, security headers, and request tracing that never records a URI (the viewer's
-//! `/m/{link}` path carries a bearer token).
+//! older `/m/{link}` links carry a bearer token in the path).
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -58,6 +58,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 /// The JSON 404 for unknown routes.
 pub async fn not_found() -> AppError {
     AppError::NotFound("no such endpoint")
+}
+
+/// What a `GET` or `HEAD` of a path that is neither a route nor a viewer file answers: under
+/// `/m/` the viewer's page (see [`crate::api::viewer::page`]), elsewhere the JSON 404.
+pub async fn unknown_path(State(state): State<AppState>, uri: Uri) -> Response {
+    if uri.path().starts_with("/m/") {
+        crate::api::viewer::page(&state).await.into_response()
+    } else {
+        not_found().await.into_response()
+    }
 }
 
 /// The strict headers every response carries. The CSP allows exactly what the WASM viewer

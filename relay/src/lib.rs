@@ -42,9 +42,11 @@ use crate::state::AppState;
 /// The relay's router: every route, the security headers, the metrics and the request tracing.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    // The viewer's files, `/` included (ServeDir answers a directory with its index.html).
+    // The viewer's files, `/` included (ServeDir answers a directory with its index.html);
+    // unknown paths under `/m/` get the viewer's page, others the JSON 404 (a `fallback`, not a
+    // `not_found_service`, which would force 404 onto the page too).
     let viewer_assets = ServeDir::new(&state.settings().viewer_dir)
-        .not_found_service(axum::routing::any(http::not_found).with_state(state.clone()));
+        .fallback(axum::routing::any(http::unknown_path).with_state(state.clone()));
     let request_timeout = state.settings().limits.request_timeout;
     let (routes, openapi) = api::routes();
     let openapi = openapi

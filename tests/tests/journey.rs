@@ -175,13 +175,18 @@ impl Deployment {
             self.sms().get(n - 1).cloned()
         })
         .await;
-        sms["body"]
+        let link = sms["body"]
             .as_str()
             .unwrap()
             .rsplit(' ')
             .next()
             .unwrap()
-            .to_owned()
+            .to_owned();
+        assert!(
+            link.contains("/m/#"),
+            "the token is in the fragment: {link}"
+        );
+        link
     }
 
     /// `securetext send`; returns the message id.

@@ -1,10 +1,11 @@
 //! The built viewer (`dist/`, release build) in headless Chromium at 390×844, against the real
 //! relay on a loopback port, in English and in Spanish: first contact, enrollment, re-wrap,
 //! reading, re-open within the session, lock, unlock, wrong password, lockout, remote wipe,
-//! revoked, expired, unknown link, network error and unsupported browser. After each lock the
-//! browser's storage is dumped and searched for plaintext and key material; the console must
-//! show no Content-Security-Policy violation. Screenshots of every screen go to
-//! `docs/screenshots/<lang>/`.
+//! a link of the older path form, reload, leaving the page (which ends the session), revoked,
+//! expired, unknown link, network error and unsupported browser. Links are opened as texted:
+//! `/m/#<token>`. After each lock the browser's storage is dumped and searched for plaintext
+//! and key material; the console must show no Content-Security-Policy violation. Screenshots of
+//! every screen go to `docs/screenshots/<lang>/`.
 
 use std::time::Duration;
 
@@ -142,10 +143,11 @@ impl Relay {
             )
             .await;
         assert_eq!(status, 201, "{answer}");
-        let link = format!(
-            "{}/m/{}",
-            self.kit.base,
-            self.kit.deliver_link_for(phone).await
+        self.kit.deliver_sms().await;
+        let link = self.kit.sms_link_for(phone);
+        assert!(
+            link.starts_with(&format!("{}/m/#", self.kit.base)),
+            "the token is in the fragment: {link}"
         );
         (header.message_id, link)
     }
@@ -333,6 +335,60 @@ async fn journey(lang: &str, phone: &str) {
         &[&first_body, &second_body, PASSWORD, "securetext.session"],
     );
 
+    // A link of the older path form (`/m/<token>`) still works, and its token leaves the
+    // address bar too.
+    let path_link = second_link.replacen("/m/#", "/m/", 1);
+    browser.client.goto(&path_link).await.unwrap();
+    browser.wait("#password").await;
+    assert_eq!(
+        browser.client.current_url().await.unwrap().as_str(),
+        format!("{}/m/", relay.kit.base)
+    );
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(&second_body).await;
+
+    // Reload: the page re-opens the live session and shows the messages again — not the
+    // relay's JSON, and without the password.
+    browser.client.refresh().await.unwrap();
+    browser.open_message("Appointment", &second_body).await;
+    let text = browser.main_text().await;
+    assert!(
+        !text.contains("not_found") && !text.contains("{\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Lab results"),
+        "both messages are back: {text}"
+    );
+    let cookie = session_cookie(&browser).await;
+    assert_eq!(
+        session_status(&relay, &cookie).await,
+        200,
+        "the session survives a reload"
+    );
+
+    // Leaving the page for another (not a reload) ends the session on the relay; coming back
+    // finds the locked page.
+    browser
+        .client
+        .goto("data:text/html,<title>Elsewhere</title><p>Elsewhere</p>")
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the relay to end the session the page left",
+        || async { (session_status(&relay, &cookie).await == 401).then_some(()) },
+    )
+    .await;
+    browser.client.back().await.unwrap();
+    browser.wait_text(locked).await;
+    let dump = browser.storage_dump().await;
+    assert_nothing_readable(
+        &dump,
+        &[&first_body, &second_body, PASSWORD, "securetext.session"],
+    );
+
     // Revoked, expired and unknown links each get their own page.
     let (revoked_id, revoked_link) = relay
         .send(phone, "Withdrawn", "[revoked] text", 86_400)
@@ -367,7 +423,7 @@ async fn journey(lang: &str, phone: &str) {
     browser.screenshot(&shot("11-expired")).await;
     browser
         .client
-        .goto(&format!("{}/m/not-a-real-link", relay.kit.base))
+        .goto(&format!("{}/m/#not-a-real-link", relay.kit.base))
         .await
         .unwrap();
     browser
@@ -422,6 +478,36 @@ async fn journey(lang: &str, phone: &str) {
         .await;
     browser.screenshot(&shot("14-unsupported-browser")).await;
     browser.finish().await;
+}
+
+/// The value of the session cookie the browser holds.
+async fn session_cookie(browser: &Browser) -> String {
+    let cookies = browser.devtools("Network.getAllCookies", json!({})).await;
+    cookies["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == relay::api::viewer::SESSION_COOKIE)
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or_else(|| panic!("no session cookie: {cookies}"))
+        .to_owned()
+}
+
+/// What the relay answers `GET /v1/viewer/session` with this session cookie.
+async fn session_status(relay: &Relay, cookie: &str) -> u16 {
+    relay
+        .kit
+        .http
+        .get(relay.kit.url("/v1/viewer/session"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("{}={cookie}", relay::api::viewer::SESSION_COOKIE),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 async fn revoke_sessions(relay: &Relay, phone: &str) -> u64 {

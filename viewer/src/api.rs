@@ -12,6 +12,7 @@ use shared::api::{
 };
 use shared::bundle::KeyBundle;
 use shared::ids::MessageId;
+use wasm_bindgen::JsValue;
 use zeroize::Zeroize;
 
 /// What can go wrong talking to the relay.
@@ -142,6 +143,29 @@ pub async fn read_receipt(id: MessageId) -> Result<(), ApiError> {
 /// Ends the session; the relay destroys its half of the session key.
 pub async fn logout() -> Result<(), ApiError> {
     empty(post("/v1/viewer/logout").await?).await
+}
+
+/// Ends the session while the page is going away (from `pagehide`): a `keepalive` request,
+/// which the browser completes after the page is gone, where an ordinary one would be
+/// cancelled with it. It is started synchronously, because a future spawned from `pagehide`
+/// may never run; its answer is never read. Not `navigator.sendBeacon`: a beacon cannot carry
+/// the viewer's request header, which the relay requires on every cookie-authenticated POST.
+pub fn logout_on_exit() {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    let headers = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(
+        &headers,
+        &JsValue::from_str(VIEWER_REQUEST_HEADER),
+        &JsValue::from_str("1"),
+    );
+    init.set_headers(&headers);
+    // web-sys has no setter for `keepalive` yet; it is a plain member of the init dictionary.
+    let _ = js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE);
+    let _ = window.fetch_with_str_and_init("/v1/viewer/logout", &init);
 }
 
 #[cfg(test)]

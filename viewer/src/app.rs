@@ -19,6 +19,7 @@ use wasm_bindgen::JsValue;
 use crate::api::{self, ApiError};
 use crate::flow::{self, FlowError, Shown, Step, Unlocked};
 use crate::i18n::{Key, Lang, MIN_PASSWORD_CHARS, Strength, strength, text};
+use crate::lifecycle;
 
 /// How often an open page checks that its session still exists (remote wipe) and whether
 /// messages awaiting the sender's re-wrap have arrived.
@@ -87,17 +88,6 @@ fn supported() -> bool {
         .is_some_and(|c| !JsValue::from(c.subtle()).is_undefined())
 }
 
-/// Reads the link token from `/m/{token}` and removes it from the address bar and history.
-fn take_link_from_url() -> Option<String> {
-    let window = web_sys::window()?;
-    let path = window.location().pathname().ok()?;
-    let token = path.strip_prefix("/m/")?.trim_matches('/').to_owned();
-    if let Ok(history) = window.history() {
-        let _ = history.replace_state_with_url(&JsValue::NULL, "", Some("/m/"));
-    }
-    (!token.is_empty()).then_some(token)
-}
-
 fn now_seconds() -> i64 {
     (js_sys::Date::now() / 1000.0) as i64
 }
@@ -143,16 +133,26 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    // Lock: forget everything readable, end the session on the relay, show why.
-    let lock = move |reason: Option<Key>| {
+    // Forget everything readable and show why.
+    let forget = move |reason: Option<Key>| {
         unlocked.set_value(None);
         messages.set(Vec::new());
         selected.set(None);
         fingerprint.set(None);
         link.set_value(None);
         screen.set(Screen::Locked(reason));
+    };
+    // Lock: forget, and end the session on the relay.
+    let lock = move |reason: Option<Key>| {
+        forget(reason);
         spawn_local(flow::logout());
     };
+    // Leaving the page (not a reload): the same, with a request that outlives the page.
+    let leave_listeners = lifecycle::end_session_on_leave(
+        move || unlocked.with_value(Option::is_some),
+        move || forget(None),
+    );
+    let new_link_listener = lifecycle::reload_on_new_link();
 
     // Show the decrypted messages (or the waiting page). Results that arrive after a lock
     // are dropped.
@@ -212,7 +212,7 @@ pub fn App() -> impl IntoView {
             screen.set(Screen::Ended(Key::UnsupportedTitle, Key::UnsupportedIntro));
             return;
         }
-        let from_url = take_link_from_url();
+        let from_url = lifecycle::take_link();
         if let Some(resumed) = flow::resume().await {
             // Within a live session a new link opens its own message at once (and records
             // the open); a revoked or expired one still gets its page.
@@ -264,6 +264,10 @@ pub fn App() -> impl IntoView {
         if let Ok(handle) = interval {
             handle.clear();
         }
+        for listener in leave_listeners {
+            listener.remove();
+        }
+        new_link_listener.remove();
     });
     let touched = move || last_activity.set_value(now_seconds());
 

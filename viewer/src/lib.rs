@@ -5,6 +5,7 @@
 //! - [`flow`]: enroll, unlock, resume and load journeys (no UI).
 //! - [`api`]: every relay call, typed.
 //! - [`keygen`]: RSA key pair generation through WebCrypto.
+//! - [`lifecycle`]: the link token from the address, and the end of the session on leaving.
 //! - [`vault`]: the session blob in sessionStorage, the only thing ever stored.
 //! - [`i18n`]: every text in English and Spanish.
 #![deny(missing_docs)]
@@ -14,4 +15,5 @@ pub mod app;
 pub mod flow;
 pub mod i18n;
 pub mod keygen;
+pub mod lifecycle;
 pub mod vault;

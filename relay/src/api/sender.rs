@@ -342,8 +342,11 @@ async fn submit(
     }
 
     let link = Token::random(&mut OsRng);
+    // The token goes in the fragment, which browsers never send: the request a TLS proxy, load
+    // balancer or CDN logs is `GET /m/`, while the viewer reads the token from
+    // `location.hash`. (`GET /m/{link}` still serves links texted in the older path form.)
     let link_url = format!(
-        "{}/m/{}",
+        "{}/m/#{}",
         state.settings().public_url,
         link.to_base64url().as_str()
     );

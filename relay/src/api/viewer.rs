@@ -1,7 +1,10 @@
 //! The viewer API: what the patient's browser calls after opening an SMS link.
 //!
-//! `GET /m/{link}` only serves the viewer's page and changes nothing, because link-preview bots
-//! and mail scanners fetch links. The page's JavaScript then POSTs the link to record the open,
+//! The SMS link is `/m/#<token>`: the token rides in the fragment, which browsers keep to
+//! themselves, so what reaches the relay — and every proxy's access log — is `GET /m/`.
+//! `GET /m/` (and `GET /m/{link}`, the path form of older links) only serves the viewer's page
+//! and changes nothing, because link-preview bots and mail scanners fetch links. The page's
+//! JavaScript then POSTs the link to record the open,
 //! enroll or unlock. A successful unlock returns a session cookie (`HttpOnly`,
 //! `SameSite=Strict`, `Secure` under TLS) and the relay's half of the session key; the sealed
 //! private key and the envelopes are only released to a live session.
@@ -58,6 +61,7 @@ const RELAY_HALF: &str = "relay-half";
 /// The viewer API routes, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(viewer_home))
         .routes(routes!(viewer_page))
         .routes(routes!(open))
         .routes(routes!(enroll))
@@ -69,15 +73,35 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
 }
 
-/// Serves the viewer's `index.html` for any link, valid or not, and records nothing: link
-/// previews and mail scanners fetch links, so opening is a separate `POST`.
+/// Serves the viewer's `index.html` at `/m/`, the address of every SMS link (the token follows
+/// in the fragment) and the address the viewer leaves in the bar once it has read the token:
+/// a reload or a back navigation lands here and must get the page again. Records nothing.
+#[utoipa::path(get, path = "/m/", tag = "viewer",
+    responses(
+        (status = 200, description = "The viewer page.", content_type = "text/html"),
+        (status = 503, description = "The viewer is not installed.", body = ErrorBody),
+    ))]
+async fn viewer_home(State(state): State<AppState>) -> ApiResult<Response> {
+    page(&state).await
+}
+
+/// Serves the viewer's `index.html` for a link in the older path form, valid or not, and
+/// records nothing: link previews and mail scanners fetch links, so opening is a separate
+/// `POST`.
 #[utoipa::path(get, path = "/m/{link}", tag = "viewer",
-    params(("link" = String, Path, description = "The SMS link token.")),
+    params(("link" = String, Path, description = "The SMS link token (links texted before the token moved to the fragment).")),
     responses(
         (status = 200, description = "The viewer page.", content_type = "text/html"),
         (status = 503, description = "The viewer is not installed.", body = ErrorBody),
     ))]
 async fn viewer_page(State(state): State<AppState>) -> ApiResult<Response> {
+    page(&state).await
+}
+
+/// The viewer's page, whatever the path under `/m/`: the routes above, and the fallback for
+/// deeper paths (a trailing slash or an extra segment an SMS app adds), so that no address of
+/// the viewer ever answers the API's JSON.
+pub async fn page(state: &AppState) -> ApiResult<Response> {
     let index = state.settings().viewer_dir.join("index.html");
     let html = tokio::fs::read(&index)
         .await

@@ -303,8 +303,8 @@ impl TestRelay {
             .collect()
     }
 
-    /// The link token of the newest SMS already sent to `phone`.
-    pub fn link_for(&self, phone: &str) -> String {
+    /// The link of the newest SMS already sent to `phone`, as texted (`<base>/m/#<token>`).
+    pub fn sms_link_for(&self, phone: &str) -> String {
         let sms = self
             .sms()
             .into_iter()
@@ -312,7 +312,15 @@ impl TestRelay {
             .find(|s| s["to"] == phone)
             .expect("an SMS to this phone");
         let body = sms["body"].as_str().unwrap();
-        body.rsplit("/m/").next().unwrap().trim().to_owned()
+        body.rsplit(' ').next().unwrap().trim().to_owned()
+    }
+
+    /// The link token of the newest SMS already sent to `phone`: what follows `/m/#` in the
+    /// link (or `/m/` in the path form of links texted before the fragment form).
+    pub fn link_for(&self, phone: &str) -> String {
+        let link = self.sms_link_for(phone);
+        let tail = link.rsplit("/m/").next().unwrap();
+        tail.strip_prefix('#').unwrap_or(tail).to_owned()
     }
 
     /// Sends every due SMS, then returns the link token of the newest one to `phone`.
