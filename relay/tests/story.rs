@@ -60,6 +60,7 @@ chapters![
     request_hygiene,
     accepted_messages_metric,
     audit_log_tells_the_story_in_order,
+    unreadable_reports,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +160,29 @@ async fn with_cookie(relay: &TestRelay, method: Method, path: &str, cookie: &str
         .send()
         .await
         .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `POST /v1/viewer/messages/{id}/unreadable` with the session `cookie` and a JSON `body`,
+/// with or without the viewer's request header.
+async fn report_unreadable(
+    relay: &TestRelay,
+    cookie: &str,
+    id: MessageId,
+    body: &Value,
+    viewer_header: bool,
+) -> (u16, Value) {
+    let mut request = relay
+        .http
+        .post(relay.url(&format!("/v1/viewer/messages/{id}/unreadable")))
+        .header("cookie", cookie)
+        .json(body);
+    if viewer_header {
+        request = request.header(shared::api::VIEWER_REQUEST_HEADER, "1");
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -1394,6 +1418,122 @@ async fn audit_log_tells_the_story_in_order(backend: Backend) {
             .await
             .iter()
             .all(|e| e.message_id.is_none())
+    );
+    scene.finish().await;
+}
+
+/// A message the viewer could not open safely is reported by the patient's session and
+/// recorded for the sender as `open_failed` with the reason, once per message and session: a
+/// repeated report adds nothing, a new session's report is recorded again. Reports need the
+/// viewer's request header, a live session and a message of this patient that was delivered to
+/// the patient's current key and is still live; the reason is one of the documented codes.
+async fn unreadable_reports(backend: Backend) {
+    let scene = Scene::new(backend).await.with_enrolled_patient().await;
+    let first_id = scene.first_id();
+    let decryption_failed = json!({ "reason": "decryption_failed" });
+    let (cookie, _) = scene.session().await;
+    {
+        // Not yet wrapped to the patient's key: nothing was delivered that could fail.
+        let relay = &scene.relay;
+        let (status, body) =
+            report_unreadable(relay, &cookie, first_id, &decryption_failed, true).await;
+        assert_eq!((status, error_code(&body)), (409, "awaiting_key"));
+    }
+    let scene = scene.with_rewrapped().await;
+    let relay = &scene.relay;
+    let key = scene.key();
+    let open_failed = |events: &[AuditEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.kind.as_str() == "open_failed" && e.message_id == Some(first_id))
+            .map(|e| e.detail.clone())
+            .collect()
+    };
+
+    // Refused: without the viewer's header, without a session, an unknown reason, an unknown
+    // message or a malformed id.
+    let (status, body) =
+        report_unreadable(relay, &cookie, first_id, &decryption_failed, false).await;
+    assert_eq!((status, error_code(&body)), (403, "forbidden"));
+    let (status, body) = report_unreadable(
+        relay,
+        "securetext_session=AAAA",
+        first_id,
+        &decryption_failed,
+        true,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+    let (status, body) = report_unreadable(
+        relay,
+        &cookie,
+        first_id,
+        &json!({ "reason": "it looked odd" }),
+        true,
+    )
+    .await;
+    assert_eq!((status, error_code(&body)), (422, "invalid"));
+    let unknown = MessageId::random(&mut OsRng);
+    let (status, body) = report_unreadable(relay, &cookie, unknown, &decryption_failed, true).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let response = relay
+        .http
+        .post(relay.url("/v1/viewer/messages/not-an-id/unreadable"))
+        .header("cookie", &cookie)
+        .header(shared::api::VIEWER_REQUEST_HEADER, "1")
+        .json(&decryption_failed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(open_failed(&audit(relay, key).await).is_empty());
+
+    // Recorded once per session, with the reason.
+    for _ in 0..3 {
+        let (status, body) =
+            report_unreadable(relay, &cookie, first_id, &decryption_failed, true).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    assert_eq!(
+        open_failed(&audit(relay, key).await),
+        ["reason=decryption_failed"]
+    );
+    let (second_session, _) = scene.session().await;
+    let wrong_message = json!({ "reason": "wrong_message" });
+    for _ in 0..2 {
+        let (status, body) =
+            report_unreadable(relay, &second_session, first_id, &wrong_message, true).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let events = audit(relay, key).await;
+    shared::audit::verify_chain(&events).unwrap();
+    assert_eq!(
+        open_failed(&events),
+        ["reason=decryption_failed", "reason=wrong_message"]
+    );
+    let recorded = events
+        .iter()
+        .find(|e| e.kind.as_str() == "open_failed")
+        .unwrap();
+    assert_eq!(recorded.recipient_id, Some(scene.recipient()));
+
+    // A message that has ended can no longer be reported.
+    let (revoked, _) = scene.send_enrolled("To be revoked", 3600).await;
+    let revoked = revoked.header.message_id;
+    let path = format!("/v1/messages/{revoked}/revoke");
+    assert_eq!(
+        relay.call(Method::POST, &path, Some(key), None).await.0,
+        200
+    );
+    let (status, body) =
+        report_unreadable(relay, &second_session, revoked, &decryption_failed, true).await;
+    assert_eq!((status, error_code(&body)), (410, "message_ended"));
+    // The other organisation's log holds none of this.
+    assert!(
+        audit(relay, &scene.other.api_key)
+            .await
+            .iter()
+            .all(|e| e.kind.as_str() != "open_failed")
     );
     scene.finish().await;
 }

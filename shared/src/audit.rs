@@ -1,9 +1,9 @@
 //! The per-organisation audit log: hash-chained events the sender tooling can verify itself.
 //!
 //! The relay records what happens to each message (created, SMS queued and delivered, link
-//! opened, unlocked, read, revoked, expired, …) and to the organisation's keys. Each event is
-//! hashed together with the hash of the event before it, so an exported log can be checked with
-//! this module alone, without trusting the relay that produced it.
+//! opened, unlocked, read, not openable, revoked, expired, …) and to the organisation's keys.
+//! Each event is hashed together with the hash of the event before it, so an exported log can
+//! be checked with this module alone, without trusting the relay that produced it.
 //!
 //! # Wire format
 //! Canonical form of one event (integers big-endian), hashed but never transmitted; `k` is the
@@ -109,11 +109,15 @@ pub enum AuditKind {
     ApiKeyCreated,
     /// An API key of the organisation was revoked.
     ApiKeyRevoked,
+    /// The patient's viewer received the message but could not open it safely (altered bytes,
+    /// a wrap that does not unwrap, an envelope filed under another message) and showed the
+    /// patient a notice instead; recorded once per message and viewer session.
+    OpenFailed,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order (e.g. for a database check constraint).
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::MessageCreated,
         Self::SmsQueued,
         Self::SmsSent,
@@ -132,6 +136,7 @@ impl AuditKind {
         Self::OrganisationKeyRegistered,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::OpenFailed,
     ];
 
     /// The snake_case name, as in JSON and in the canonical form.
@@ -155,6 +160,7 @@ impl AuditKind {
             Self::OrganisationKeyRegistered => "organisation_key_registered",
             Self::ApiKeyCreated => "api_key_created",
             Self::ApiKeyRevoked => "api_key_revoked",
+            Self::OpenFailed => "open_failed",
         }
     }
 }

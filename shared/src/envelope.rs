@@ -306,6 +306,16 @@ pub fn padded_len(content_len: usize) -> usize {
     (content_len + 4).next_power_of_two().max(MIN_PADDED_LEN)
 }
 
+/// A message opened by its recipient: the header, which authenticated the ciphertext and so is
+/// the sender's (its dates are what the viewer shows), and the content. Wiped on drop.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The authenticated header.
+    pub header: Header,
+    /// The readable content.
+    pub content: Content,
+}
+
 /// The per-message AES-256 key. Wiped on drop; leaves the sender only wrapped.
 #[derive(Debug)]
 pub struct ContentKey(SecretBytes<32>);
@@ -530,13 +540,46 @@ impl Envelope {
     /// against the header); the organisation passes `None`.
     pub fn open(&self, key: &PrivateKey, recipient: Option<RecipientId>) -> Result<Content, Error> {
         self.validate()?;
-        if let (Some(named), Some(me)) = (self.header.recipient_id, recipient)
-            && named != me
-        {
-            return Err(Error::WrongRecipient);
-        }
+        self.check_recipient(recipient)?;
         let content_key = self.unwrap_with(key)?;
         self.decrypt(&content_key)
+    }
+
+    /// Opens, as the patient's viewer must, an envelope the relay listed as message `listed`,
+    /// at the viewer's own clock `now` (Unix seconds). Besides the checks of [`Self::open`], it
+    /// refuses a header that names another message ([`Error::WrongMessage`]: the relay moved
+    /// an envelope between messages) and a header that has expired ([`Error::Expired`]: the
+    /// relay's list is not trusted to stop serving it). Both checks use public data and run
+    /// before any private-key operation; a header that passes them is authenticated only once
+    /// decryption succeeds, which is why the result carries it.
+    pub fn open_listed(
+        &self,
+        listed: MessageId,
+        key: &PrivateKey,
+        recipient: RecipientId,
+        now: i64,
+    ) -> Result<Opened, Error> {
+        self.validate()?;
+        if self.header.message_id != listed {
+            return Err(Error::WrongMessage);
+        }
+        if self.header.is_expired(now) {
+            return Err(Error::Expired);
+        }
+        self.check_recipient(Some(recipient))?;
+        let content_key = self.unwrap_with(key)?;
+        Ok(Opened {
+            header: self.header,
+            content: self.decrypt(&content_key)?,
+        })
+    }
+
+    /// Opening step 2: a header that names a recipient must name the opening one.
+    fn check_recipient(&self, recipient: Option<RecipientId>) -> Result<(), Error> {
+        match (self.header.recipient_id, recipient) {
+            (Some(named), Some(me)) if named != me => Err(Error::WrongRecipient),
+            _ => Ok(()),
+        }
     }
 
     /// Re-wrap for first contact or re-enrollment: the organisation unwraps its own wrap,

@@ -52,6 +52,16 @@ pub enum Error {
     #[error("this message is addressed to another recipient")]
     WrongRecipient,
 
+    /// The envelope's header names another message than the one the relay listed it as: the
+    /// relay (or whoever wrote to its store) moved an envelope to another message.
+    #[error("this envelope belongs to another message than the one listed")]
+    WrongMessage,
+
+    /// The envelope's authenticated header has expired by the opener's clock, whatever the
+    /// relay says.
+    #[error("this message has expired")]
+    Expired,
+
     /// A public or private key could not be parsed or does not meet the protocol's requirements.
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),

@@ -534,6 +534,7 @@ fn kinds_have_their_documented_names() {
         "organisation_key_registered",
         "api_key_created",
         "api_key_revoked",
+        "open_failed",
     ];
     assert_eq!(AuditKind::ALL.len(), names.len());
     for (kind, name) in AuditKind::ALL.into_iter().zip(names) {

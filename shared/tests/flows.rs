@@ -307,3 +307,61 @@ fn binary_header_reports_versions_and_refuses_zero_recipient() {
         Err(Error::Malformed { .. })
     ));
 }
+
+/// The viewer opens a message the relay listed only as what it was listed as, and only while
+/// its authenticated header is live: an envelope moved under another message's id (a relay
+/// swapping envelopes) and an expired header are refused before any private-key operation,
+/// and what is shown — dates included — comes from the header that opened.
+#[test]
+fn a_listed_message_opens_only_under_its_own_id_and_before_its_expiry() {
+    let keys = common::keys();
+    let recipient = RecipientId::from_bytes([7; 16]);
+    let header = common::header(Some(recipient));
+    let envelope = Envelope::seal(
+        header,
+        &common::content("Bring your card."),
+        keys.organisation.public_key(),
+        Some(keys.recipient.public_key()),
+        &mut OsRng,
+    )
+    .unwrap();
+    let live = header.created_at + 60;
+
+    let opened = envelope
+        .open_listed(header.message_id, &keys.recipient, recipient, live)
+        .unwrap();
+    assert_eq!(opened.header, header);
+    assert_eq!(opened.content.body, "Bring your card.");
+
+    let other = shared::ids::MessageId::from_bytes([0x33; 16]);
+    assert_eq!(
+        envelope
+            .open_listed(other, &keys.recipient, recipient, live)
+            .unwrap_err(),
+        Error::WrongMessage
+    );
+    for now in [header.expires_at, header.expires_at + 1] {
+        assert_eq!(
+            envelope
+                .open_listed(header.message_id, &keys.recipient, recipient, now)
+                .unwrap_err(),
+            Error::Expired
+        );
+    }
+    // The checks of `open` still apply.
+    let stranger = RecipientId::from_bytes([8; 16]);
+    assert_eq!(
+        envelope
+            .open_listed(header.message_id, &keys.recipient, stranger, live)
+            .unwrap_err(),
+        Error::WrongRecipient
+    );
+    let mut altered = envelope.clone();
+    altered.ciphertext[0] ^= 1;
+    assert_eq!(
+        altered
+            .open_listed(header.message_id, &keys.recipient, recipient, live)
+            .unwrap_err(),
+        Error::DecryptionFailed
+    );
+}

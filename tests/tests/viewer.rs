@@ -5,18 +5,22 @@
 //! expired, unknown link, network error and unsupported browser. Links are opened as texted:
 //! `/m/#<token>`. After each lock the browser's storage is dumped and searched for plaintext
 //! and key material; the console must show no Content-Security-Policy violation. Screenshots of
-//! every screen go to `docs/screenshots/<lang>/`.
+//! every screen go to `docs/screenshots/<lang>/`. Then, playing a relay (or an attacker) that
+//! writes to the store: a tampered message becomes a notice in its place, reported once; what a
+//! message shows comes from its authenticated header; and an envelope on screen is not
+//! decrypted again.
 
 use std::time::Duration;
 
 use e2e::{Browser, dist_dir, workspace_root};
 use rand_core::OsRng;
 use relay::store::Backend;
-use relay::testkit::{Sender, TestRelay, header, wait_until};
+use relay::testkit::{Patient, Sender, TestRelay, header, wait_until};
 use serde_json::{Value, json};
 use shared::envelope::{Content, Envelope};
 use shared::ids::{MessageId, RecipientId};
 use shared::keys::PrivateKey;
+use sqlx::Row;
 
 const PASSWORD: &str = "Maple syrup 2026!";
 
@@ -169,6 +173,89 @@ impl Relay {
         }
         pending.len()
     }
+
+    /// A first-contact message to `phone`, the patient enrolled for it as the viewer enrolls
+    /// (at the minimum KDF cost, with [`PASSWORD`]) and the message re-wrapped by the agent.
+    async fn enrolled_patient(&self, phone: &str, subject: &str, body: &str) -> MessageId {
+        let (id, link) = self.send(phone, subject, body, 86_400).await;
+        let token = link.rsplit("/m/").next().unwrap();
+        let patient = Patient {
+            key: relay::testkit::keys().patient,
+            password: PASSWORD,
+        };
+        patient.enroll(&self.kit, token).await;
+        assert_eq!(self.rewrap_pending().await, 1);
+        id
+    }
+
+    /// Rewrites the stored envelope of message `id`, as a malicious relay or anyone with write
+    /// access to its database could.
+    async fn rewrite_envelope(&self, id: MessageId, change: impl FnOnce(&mut Envelope)) {
+        let mut conn = self.kit.state().store().conn().await.unwrap();
+        let row = sqlx::query("SELECT envelope FROM messages WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let mut envelope: Envelope =
+            serde_json::from_str(&row.try_get::<String, _>("envelope").unwrap()).unwrap();
+        change(&mut envelope);
+        sqlx::query("UPDATE messages SET envelope = $1 WHERE id = $2")
+            .bind(serde_json::to_string(&envelope).unwrap())
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+
+    /// Sets a time column of message `id` in the store (what the relay lists, not what the
+    /// envelope's header says).
+    async fn set_time(&self, id: MessageId, column: &str, value: i64) {
+        let mut conn = self.kit.state().store().conn().await.unwrap();
+        sqlx::query(&format!("UPDATE messages SET {column} = $1 WHERE id = $2"))
+            .bind(value)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+
+    /// The `detail` of each `open_failed` event of message `id`, as its sender sees them.
+    async fn open_failures(&self, id: MessageId) -> Vec<String> {
+        let (status, body) = self
+            .api(reqwest::Method::GET, &format!("/v1/messages/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "open_failed")
+            .map(|e| e["detail"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Unlocks with [`PASSWORD`] from `link` and waits for `body`.
+async fn unlock_and_read(browser: &Browser, link: &str, body: &str) {
+    browser.client.goto(link).await.unwrap();
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(body).await;
+}
+
+/// The notices shown in place of messages that did not open.
+async fn notices(browser: &Browser) -> Vec<String> {
+    let mut texts = Vec::new();
+    for notice in browser
+        .client
+        .find_all(fantoccini::Locator::Css("[role=alert].unreadable"))
+        .await
+        .unwrap()
+    {
+        texts.push(notice.text().await.unwrap());
+    }
+    texts
 }
 
 fn assert_nothing_readable(dump: &str, secrets: &[&str]) {
@@ -518,4 +605,150 @@ async fn revoke_sessions(relay: &Relay, phone: &str) -> u64 {
     )
     .await
     .unwrap()
+}
+
+/// A stored ciphertext with one bit flipped: the messages that open are shown and, in place of
+/// the altered one, an alert says it could not be opened safely and whom to contact; the sender
+/// sees `open_failed` once. Then the message on screen is altered too: it stays as it opened,
+/// because the page does not decrypt an envelope again at each refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_message_is_a_notice_in_its_place() {
+    let relay = Relay::start().await;
+    let phone = "+15550100003";
+    let welcome = "[tamper] Welcome to secure messages from Riverside Clinic.";
+    let kept_body = "[tamper] Your appointment is on Friday at 9:00.";
+    let later_body = "[tamper] Your prescription is ready for collection.";
+    relay.enrolled_patient(phone, "Welcome", welcome).await;
+    let (tampered, _) = relay
+        .send(phone, "Lab results", "[tamper] altered text", 86_400)
+        .await;
+    let (kept, kept_link) = relay.send(phone, "Appointment", kept_body, 86_400).await;
+    relay
+        .rewrite_envelope(tampered, |e| e.ciphertext[40] ^= 0x08)
+        .await;
+
+    let browser = Browser::start("en").await;
+    unlock_and_read(&browser, &kept_link, kept_body).await;
+    browser.wait("[role=alert].unreadable").await;
+    let text = browser.main_text().await;
+    assert!(
+        text.contains("Welcome"),
+        "the other messages still show: {text}"
+    );
+    let shown = notices(&browser).await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0].contains("could not be opened safely")
+            && shown[0].contains("contact the sender")
+            && shown[0].contains("Riverside Clinic"),
+        "{shown:?}"
+    );
+    browser
+        .screenshot(&workspace_root().join("docs/screenshots/en/message-not-opened.png"))
+        .await;
+    let failures = wait_until(
+        Duration::from_secs(30),
+        "the sender to see open_failed",
+        || async {
+            let failures = relay.open_failures(tampered).await;
+            (!failures.is_empty()).then_some(failures)
+        },
+    )
+    .await;
+    assert_eq!(failures, ["reason=decryption_failed"]);
+
+    // The message on screen is altered after it opened; a new message arrives. Once the page
+    // shows the new one (it refreshed), the altered one still shows as it opened: it was not
+    // decrypted again.
+    relay
+        .rewrite_envelope(kept, |e| e.ciphertext[40] ^= 0x08)
+        .await;
+    relay.send(phone, "Prescription", later_body, 86_400).await;
+    browser.wait_text("Prescription").await;
+    let text = browser.main_text().await;
+    assert!(text.contains(kept_body), "{text}");
+    assert_eq!(notices(&browser).await.len(), 1);
+    assert!(relay.open_failures(kept).await.is_empty());
+    assert_eq!(
+        relay.open_failures(tampered).await.len(),
+        1,
+        "reported once"
+    );
+    browser.finish().await;
+}
+
+/// A relay that lies in its list: dates it changed, an expiry it extended past the header's,
+/// and one message's envelope filed under another message's id. The page shows the header's
+/// dates, leaves out the message whose header has expired, shows a notice for the moved
+/// envelope (reported as `wrong_message`), and labels the sender's name as the relay's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_message_shows_comes_from_its_authenticated_header() {
+    let relay = Relay::start().await;
+    let phone = "+15550100004";
+    let dated_body = "[header] Your check-up is booked.";
+    relay
+        .enrolled_patient(phone, "Welcome", "[header] Welcome.")
+        .await;
+    // Sent two hours ago by the relay's clock (so its header expired an hour ago), then listed
+    // by the relay as live for another day.
+    relay.kit.advance(-7200);
+    let (expired, _) = relay
+        .send(phone, "Old news", "[header] expired text", 3600)
+        .await;
+    relay.kit.advance(7200);
+    relay
+        .set_time(expired, "expires_at", relay.kit.now() + 86_400)
+        .await;
+    let (referral, _) = relay
+        .send(phone, "Referral", "[header] Your referral.", 86_400)
+        .await;
+    let (invoice, _) = relay
+        .send(phone, "Invoice", "[header] invoice text", 86_400)
+        .await;
+    let (dated, dated_link) = relay.send(phone, "Check-up", dated_body, 86_400).await;
+    // The relay's own records of the dated message: sent in 1970, available until 2100.
+    relay.set_time(dated, "created_at", 86_400).await;
+    relay.set_time(dated, "expires_at", 4_102_444_800).await;
+    // The invoice's row now holds the referral's envelope.
+    let mut moved = None;
+    relay
+        .rewrite_envelope(referral, |e| moved = Some(e.clone()))
+        .await;
+    relay
+        .rewrite_envelope(invoice, |e| *e = moved.take().unwrap())
+        .await;
+
+    let browser = Browser::start("en").await;
+    unlock_and_read(&browser, &dated_link, dated_body).await;
+    browser.wait("[role=alert].unreadable").await;
+    let text = browser.main_text().await;
+    for claim in ["1970", "2100"] {
+        assert!(
+            !text.contains(claim),
+            "the relay's date {claim} shows: {text}"
+        );
+    }
+    assert!(
+        !text.contains("Old news"),
+        "an expired header shows: {text}"
+    );
+    assert_eq!(text.matches("Referral").count(), 1, "{text}");
+    assert!(!text.contains("Invoice"), "{text}");
+    assert_eq!(notices(&browser).await.len(), 1);
+    assert!(
+        text.contains("From (name registered with this service): Riverside Clinic"),
+        "{text}"
+    );
+    let failures = wait_until(
+        Duration::from_secs(30),
+        "the sender to see open_failed",
+        || async {
+            let failures = relay.open_failures(invoice).await;
+            (!failures.is_empty()).then_some(failures)
+        },
+    )
+    .await;
+    assert_eq!(failures, ["reason=wrong_message"]);
+    assert!(relay.open_failures(expired).await.is_empty());
+    browser.finish().await;
 }

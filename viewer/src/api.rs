@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
     EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    SessionResponse, UnlockRequest, VIEWER_REQUEST_HEADER,
+    SessionResponse, UnlockRequest, UnreadableReason, UnreadableRequest, VIEWER_REQUEST_HEADER,
 };
 use shared::bundle::KeyBundle;
 use shared::ids::MessageId;
@@ -138,6 +138,19 @@ pub async fn messages() -> Result<Vec<MessageView>, ApiError> {
 /// Sends the read receipt for a message shown to the patient.
 pub async fn read_receipt(id: MessageId) -> Result<(), ApiError> {
     empty(post(&format!("/v1/viewer/messages/{id}/read")).await?).await
+}
+
+/// Reports that a delivered message did not open safely, for the sender's audit log. A JSON
+/// `POST` on the session cookie, so it carries the viewer's request header too.
+pub async fn report_unreadable(id: MessageId, reason: UnreadableReason) -> Result<(), ApiError> {
+    let response = Request::post(&format!("/v1/viewer/messages/{id}/unreadable"))
+        .header(VIEWER_REQUEST_HEADER, "1")
+        .json(&UnreadableRequest { reason })
+        .map_err(|_| ApiError::Unexpected)?
+        .send()
+        .await
+        .map_err(|_| ApiError::Network)?;
+    empty(response).await
 }
 
 /// Ends the session; the relay destroys its half of the session key.

@@ -2,7 +2,8 @@
 //!
 //! Secrets never enter a reactive signal: the password is read from its field once on submit
 //! (and the field cleared), the private key sits in a [`StoredValue`] that lock and idle
-//! timeout empty, and decrypted messages are dropped (and wiped) on lock.
+//! timeout empty, and decrypted messages (kept, opened once each, in the session's
+//! [`flow::Inbox`]) are dropped (and wiped) on lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use shared::kdf::Password;
 use wasm_bindgen::JsValue;
 
 use crate::api::{self, ApiError};
-use crate::flow::{self, FlowError, Shown, Step, Unlocked};
+use crate::flow::{self, Entry, FlowError, Inbox, Step, Unlocked};
 use crate::i18n::{Key, Lang, MIN_PASSWORD_CHARS, Strength, strength, text};
 use crate::lifecycle;
 
@@ -118,7 +119,9 @@ pub fn App() -> impl IntoView {
     let screen = RwSignal::new(Screen::Opening);
     let link: StoredValue<Option<String>> = StoredValue::new(None);
     let unlocked: StoredValue<Option<Arc<Unlocked>>> = StoredValue::new(None);
-    let messages: RwSignal<Vec<Shown>> = RwSignal::new(Vec::new());
+    let inbox: StoredValue<Inbox> = StoredValue::new(Inbox::default());
+    let refreshing = StoredValue::new(false);
+    let messages: RwSignal<Vec<Entry>> = RwSignal::new(Vec::new());
     let selected: RwSignal<Option<MessageId>> = RwSignal::new(None);
     let waiting = RwSignal::new(0usize);
     let fingerprint: RwSignal<Option<String>> = RwSignal::new(None);
@@ -136,6 +139,8 @@ pub fn App() -> impl IntoView {
     // Forget everything readable and show why.
     let forget = move |reason: Option<Key>| {
         unlocked.set_value(None);
+        inbox.set_value(Inbox::default());
+        refreshing.set_value(false);
         messages.set(Vec::new());
         selected.set(None);
         fingerprint.set(None);
@@ -154,36 +159,69 @@ pub fn App() -> impl IntoView {
     );
     let new_link_listener = lifecycle::reload_on_new_link();
 
-    // Show the decrypted messages (or the waiting page). Results that arrive after a lock
-    // are dropped.
+    // Show the messages (or the waiting page). One refresh at a time per session, so a slow
+    // answer cannot make two refreshes open the same new envelope; what is new is opened, the
+    // rest comes from the inbox. Results that arrive after a lock (or for an earlier session)
+    // are dropped, and so are their reports' answers.
     let refresh = move || {
         let Some(current) = unlocked.get_value() else {
             return;
         };
+        if refreshing.get_value() {
+            return;
+        }
+        refreshing.set_value(true);
         spawn_local(async move {
-            let loaded = flow::load_messages(&current).await;
-            drop(current);
-            if unlocked.with_value(Option::is_none) {
+            let listed = flow::messages().await;
+            let session = Arc::downgrade(&current);
+            let is_current = move || {
+                unlocked.with_value(|now| {
+                    now.as_ref()
+                        .is_some_and(|now| std::ptr::eq(Arc::as_ptr(now), session.as_ptr()))
+                })
+            };
+            // After a lock the flag is the next session's: leave it alone.
+            if !is_current() {
                 return;
             }
-            match loaded {
-                Ok((shown, pending)) => {
-                    waiting.set(pending);
-                    if shown.is_empty() {
+            refreshing.set_value(false);
+            match listed {
+                Ok(items) => {
+                    let Some(refreshed) = inbox.try_update_value(|inbox| {
+                        flow::open_new(inbox, &items, &current, now_seconds())
+                    }) else {
+                        return;
+                    };
+                    drop(current);
+                    for (id, reason) in refreshed.to_report {
+                        let is_current = is_current.clone();
+                        spawn_local(async move {
+                            if flow::report_unreadable(id, reason).await && is_current() {
+                                inbox.update_value(|inbox| inbox.reported(id));
+                            }
+                        });
+                    }
+                    let entries = refreshed.entries;
+                    waiting.set(refreshed.waiting);
+                    if entries.is_empty() && refreshed.waiting > 0 {
                         screen.set(Screen::Preparing);
-                    } else {
-                        if selected
-                            .get_untracked()
-                            .is_none_or(|id| shown.iter().all(|m| m.id != id))
-                        {
-                            selected.set(Some(shown[0].id));
-                        }
-                        if messages.with_untracked(|old| *old != shown) {
-                            messages.set(shown);
-                        }
-                        if screen.get_untracked() != Screen::Reading {
-                            screen.set(Screen::Reading);
-                        }
+                        return;
+                    }
+                    if selected
+                        .get_untracked()
+                        .is_none_or(|id| entries.iter().all(|m| m.id() != id))
+                    {
+                        let first = entries
+                            .iter()
+                            .find(|m| matches!(m, Entry::Readable(_)))
+                            .or(entries.first());
+                        selected.set(first.map(Entry::id));
+                    }
+                    if messages.with_untracked(|old| *old != entries) {
+                        messages.set(entries);
+                    }
+                    if screen.get_untracked() != Screen::Reading {
+                        screen.set(Screen::Reading);
                     }
                 }
                 Err(FlowError::Api(ApiError::Relay {
@@ -294,7 +332,7 @@ pub fn App() -> impl IntoView {
                         Screen::Choose(info, problem) => choose_view(l, info, problem, screen, link, selected, opened).into_any(),
                         Screen::Unlock(info, notice) => unlock_view(l, info, notice, screen, link, selected, opened).into_any(),
                         Screen::Preparing => page_view(l, Key::PreparingTitle, Key::PreparingIntro, true).into_any(),
-                        Screen::Reading => reading_view(l, messages, selected, waiting, fingerprint).into_any(),
+                        Screen::Reading => reading_view(l, messages, inbox, selected, waiting, fingerprint).into_any(),
                         Screen::Locked(reason) => locked_view(l, reason).into_any(),
                         Screen::Ended(title, intro) => page_view(l, title, intro, false).into_any(),
                         Screen::Network => network_view(l).into_any(),
@@ -512,21 +550,30 @@ fn unlock_view(
 
 fn reading_view(
     lang: Lang,
-    messages: RwSignal<Vec<Shown>>,
+    messages: RwSignal<Vec<Entry>>,
+    inbox: StoredValue<Inbox>,
     selected: RwSignal<Option<MessageId>>,
     waiting: RwSignal<usize>,
     fingerprint: RwSignal<Option<String>>,
 ) -> impl IntoView {
-    // Send the read receipt once for the message on screen.
+    // Send the read receipt once for the message on screen, if it opened.
     Effect::new(move |_| {
         let Some(id) = selected.get() else { return };
-        let unread = messages.with(|list| list.iter().any(|m| m.id == id && !m.read));
+        let unread = messages.with(|list| {
+            list.iter()
+                .any(|m| matches!(m, Entry::Readable(m) if m.id == id && !m.read))
+        });
         if unread {
             messages.update(|list| {
-                if let Some(m) = list.iter_mut().find(|m| m.id == id) {
-                    m.read = true;
+                for entry in list.iter_mut() {
+                    if let Entry::Readable(m) = entry
+                        && m.id == id
+                    {
+                        m.read = true;
+                    }
                 }
             });
+            inbox.update_value(|inbox| inbox.mark_read(id));
             spawn_local(async move {
                 let _ = api::read_receipt(id).await;
             });
@@ -534,39 +581,55 @@ fn reading_view(
     });
     let current = move || {
         let id = selected.get()?;
-        messages.with(|list| list.iter().find(|m| m.id == id).cloned())
+        messages.with(|list| list.iter().find(|m| m.id() == id).cloned())
     };
     view! {
-        {move || current().map(|m| view! {
-            <article class="card message" aria-labelledby="subject">
-                <p class="from">{text(lang, Key::From)}": "<strong>{m.organisation.clone()}</strong></p>
-                <h1 id="subject">{m.subject.clone()}</h1>
-                <dl class="meta">
-                    <dt>{text(lang, Key::Sent)}</dt><dd>{format_time(lang, m.created_at)}</dd>
-                    <dt>{text(lang, Key::Expires)}</dt><dd>{format_time(lang, m.expires_at)}</dd>
-                </dl>
-                <div class="body">{m.body.clone()}</div>
-            </article>
-        })}
+        {move || match current() {
+            Some(Entry::Readable(m)) => view! {
+                <article class="card message" aria-labelledby="subject">
+                    <p class="from">{text(lang, Key::From)}": "<strong>{m.organisation.clone()}</strong></p>
+                    <h1 id="subject">{m.subject.clone()}</h1>
+                    <dl class="meta">
+                        <dt>{text(lang, Key::Sent)}</dt><dd>{format_time(lang, m.created_at)}</dd>
+                        <dt>{text(lang, Key::Expires)}</dt><dd>{format_time(lang, m.expires_at)}</dd>
+                    </dl>
+                    <div class="body">{m.body.clone()}</div>
+                </article>
+            }.into_any(),
+            Some(Entry::Unreadable(m)) => view! {
+                <section class="card">{unreadable_notice(lang, &m.organisation)}</section>
+            }.into_any(),
+            None => (messages.with(Vec::is_empty) && waiting.get() == 0).then(|| view! {
+                <section class="card">
+                    <h1>{text(lang, Key::NoMessagesTitle)}</h1>
+                    <p role="status">{text(lang, Key::NoMessagesIntro)}</p>
+                </section>
+            }).into_any(),
+        }}
         {move || {
-            let others: Vec<Shown> = messages.with(|list| {
-                list.iter().filter(|m| Some(m.id) != selected.get()).cloned().collect()
+            let others: Vec<Entry> = messages.with(|list| {
+                list.iter().filter(|m| Some(m.id()) != selected.get()).cloned().collect()
             });
             let pending = waiting.get();
             (!others.is_empty() || pending > 0).then(|| view! {
                 <section class="card others">
                     <h2>{text(lang, Key::OtherMessages)}</h2>
                     <ul>
-                        {others.into_iter().map(|m| {
-                            let id = m.id;
-                            view! {
-                                <li>
-                                    <button type="button" class="list-item" on:click=move |_| selected.set(Some(id))>
-                                        <span class="subject">{m.subject.clone()}</span>
-                                        <span class="meta">{m.organisation.clone()}" · "{format_time(lang, m.created_at)}</span>
-                                    </button>
-                                </li>
+                        {others.into_iter().map(|entry| match entry {
+                            Entry::Readable(m) => {
+                                let id = m.id;
+                                view! {
+                                    <li>
+                                        <button type="button" class="list-item" on:click=move |_| selected.set(Some(id))>
+                                            <span class="subject">{m.subject.clone()}</span>
+                                            <span class="meta">{m.organisation.clone()}" · "{format_time(lang, m.created_at)}</span>
+                                        </button>
+                                    </li>
+                                }.into_any()
                             }
+                            Entry::Unreadable(m) => view! {
+                                <li>{unreadable_notice(lang, &m.organisation)}</li>
+                            }.into_any(),
                         }).collect_view()}
                         {(pending > 0).then(|| view! {
                             <li class="pending" role="status">{pending}" · "{text(lang, Key::BeingPrepared)}</li>
@@ -581,5 +644,19 @@ fn reading_view(
                 <p class="fingerprint">{text(lang, Key::YourKey)}": "<code>{grouped}</code></p>
             }
         })}
+    }
+}
+
+/// What the patient sees in place of a message that did not open safely: that it is not shown
+/// and why, and whom to contact (through contact details they already have, since nothing of
+/// the message can be trusted). An alert, so a screen reader announces it.
+fn unreadable_notice(lang: Lang, organisation: &str) -> impl IntoView {
+    view! {
+        <div class="unreadable" role="alert">
+            <h2>{text(lang, Key::UnreadableTitle)}</h2>
+            <p>{text(lang, Key::UnreadableIntro)}</p>
+            <p>{text(lang, Key::UnreadableContact)}</p>
+            <p class="from">{text(lang, Key::From)}": "<strong>{organisation.to_owned()}</strong></p>
+        </div>
     }
 }

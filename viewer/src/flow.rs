@@ -1,13 +1,18 @@
 //! The patient's journeys as plain async functions — enroll, unlock, resume, load messages —
-//! with the UI kept out, so each step is testable and the components only show progress.
+//! with the UI kept out, so each step is testable and the components only show progress; and
+//! the session's [`Inbox`], which opens each delivered envelope once.
 //!
 //! All cryptography goes through `shared`; the only browser-specific piece is key generation
 //! (WebCrypto, see [`crate::keygen`]).
 
+use std::collections::{HashMap, HashSet};
+
 use rand_core::OsRng;
-use shared::api::{EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse};
+use shared::api::{
+    EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse, UnreadableReason,
+};
 use shared::bundle::KeyBundle;
-use shared::envelope::Content;
+use shared::envelope::{Envelope, Opened};
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, PasswordKeys, Salt, derive_password_keys};
 use shared::keys::PrivateKey;
@@ -67,11 +72,12 @@ pub struct Shown {
     /// Its id (not secret; kept for the read receipt).
     #[zeroize(skip)]
     pub id: MessageId,
-    /// Sender.
+    /// The sender's name as the relay lists it. The header binds only the organisation's id,
+    /// so the page labels this as the name registered with the relay.
     pub organisation: String,
-    /// Sent.
+    /// Sent: the authenticated header's `created_at`, not the relay's record.
     pub created_at: i64,
-    /// Expiry.
+    /// Expiry: the authenticated header's `expires_at`, not the relay's record.
     pub expires_at: i64,
     /// Subject.
     pub subject: String,
@@ -79,6 +85,145 @@ pub struct Shown {
     pub body: String,
     /// Whether the read receipt was already sent.
     pub read: bool,
+}
+
+/// A delivered message that did not open safely. The page shows a notice in its place, never
+/// any of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The listed id.
+    pub id: MessageId,
+    /// The sender's name as the relay lists it: whom the notice tells the patient to contact.
+    pub organisation: String,
+    /// Why it did not open, as reported to the relay.
+    pub reason: UnreadableReason,
+}
+
+/// One place in the patient's list of messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Opened and checked.
+    Readable(Shown),
+    /// Delivered, but it did not open safely.
+    Unreadable(Unreadable),
+}
+
+impl Entry {
+    /// The listed message's id.
+    pub fn id(&self) -> MessageId {
+        match self {
+            Self::Readable(shown) => shown.id,
+            Self::Unreadable(unreadable) => unreadable.id,
+        }
+    }
+}
+
+/// What a refresh of the list gives the page.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The messages to show, in the relay's order (newest first); expired ones left out.
+    pub entries: Vec<Entry>,
+    /// How many still wait for the sender's re-wrap.
+    pub waiting: usize,
+    /// Failures the relay has not yet taken a report of.
+    pub to_report: Vec<(MessageId, UnreadableReason)>,
+}
+
+/// What one session has opened, in WebAssembly memory only (never in storage). Opening an
+/// envelope is an RSA private-key operation, and the page refreshes its list every few
+/// seconds, so each delivered envelope is opened at most once while it stays listed: a message
+/// that opened is shown from here, one that failed stays failed (the relay cannot make the
+/// viewer try a new envelope under the same id again and again). Opened content leaves, wiped,
+/// when its message leaves the list (revoked, expired, purged), when its header expires by the
+/// browser's clock, and with the whole inbox on lock, idle timeout, logout and remote wipe.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    opened: HashMap<MessageId, Shown>,
+    /// Failures, and whether the relay has taken their report (ids and codes: nothing secret).
+    failed: HashMap<MessageId, (UnreadableReason, bool)>,
+}
+
+impl Inbox {
+    /// Brings the inbox up to date with the relay's list `items` at the browser's clock `now`,
+    /// calling `open` only for delivered envelopes this session has not opened or failed on.
+    pub fn refresh(
+        &mut self,
+        items: &[MessageView],
+        now: i64,
+        mut open: impl FnMut(&MessageView, &Envelope) -> Result<Opened, shared::Error>,
+    ) -> Refreshed {
+        let listed: HashSet<MessageId> = items.iter().map(|m| m.message_id).collect();
+        self.opened.retain(|id, shown| {
+            listed.contains(id) && !shared::envelope::is_expired(shown.expires_at, now)
+        });
+        let mut refreshed = Refreshed::default();
+        for item in items {
+            let id = item.message_id;
+            if let Some(shown) = self.opened.get_mut(&id) {
+                shown.read |= item.read_at.is_some();
+                refreshed.entries.push(Entry::Readable(shown.clone()));
+                continue;
+            }
+            if let Some(&(reason, reported)) = self.failed.get(&id) {
+                refreshed.entries.push(unreadable(item, reason));
+                if !reported {
+                    refreshed.to_report.push((id, reason));
+                }
+                continue;
+            }
+            let Some(envelope) = item.envelope.as_ref().filter(|_| !item.awaiting_key) else {
+                refreshed.waiting += 1;
+                continue;
+            };
+            match open(item, envelope) {
+                Ok(opened) => {
+                    let shown = Shown {
+                        id,
+                        organisation: item.organisation_name.clone(),
+                        created_at: opened.header.created_at,
+                        expires_at: opened.header.expires_at,
+                        subject: opened.content.subject.clone(),
+                        body: opened.content.body.clone(),
+                        read: item.read_at.is_some(),
+                    };
+                    self.opened.insert(id, shown.clone());
+                    refreshed.entries.push(Entry::Readable(shown));
+                }
+                // An expired header is the message's end, not a failure: it is not shown, as if
+                // the relay had stopped listing it.
+                Err(error) => {
+                    if let Some(reason) = UnreadableReason::of(&error) {
+                        self.failed.insert(id, (reason, false));
+                        refreshed.entries.push(unreadable(item, reason));
+                        refreshed.to_report.push((id, reason));
+                    }
+                }
+            }
+        }
+        refreshed
+    }
+
+    /// The relay has taken the report of the failure of `id`: do not report it again.
+    pub fn reported(&mut self, id: MessageId) {
+        if let Some((_, reported)) = self.failed.get_mut(&id) {
+            *reported = true;
+        }
+    }
+
+    /// The read receipt of `id` was sent from this page.
+    pub fn mark_read(&mut self, id: MessageId) {
+        if let Some(shown) = self.opened.get_mut(&id) {
+            shown.read = true;
+        }
+    }
+}
+
+fn unreadable(item: &MessageView, reason: UnreadableReason) -> Entry {
+    Entry::Unreadable(Unreadable {
+        id: item.message_id,
+        organisation: item.organisation_name.clone(),
+        reason,
+    })
 }
 
 /// Lets the browser paint the latest progress text before a blocking computation.
@@ -218,43 +363,203 @@ pub async fn resume() -> Option<Unlocked> {
     }
 }
 
-/// The patient's messages: decrypted ones, and how many still wait for the sender's re-wrap.
-pub async fn load_messages(unlocked: &Unlocked) -> Result<(Vec<Shown>, usize), FlowError> {
-    let items: Vec<MessageView> = api::messages().await?;
-    let mut shown = Vec::new();
-    let mut waiting = 0;
-    let mut unreadable = 0;
-    for item in items {
-        let Some(envelope) = item.envelope.as_ref().filter(|_| !item.awaiting_key) else {
-            waiting += 1;
-            continue;
-        };
-        // One envelope that does not open (altered, or wrapped to another key) must not hide
-        // the patient's other messages: it is left out, never shown altered.
-        let Ok(content): Result<Content, _> =
-            envelope.open(&unlocked.key, Some(unlocked.recipient))
-        else {
-            unreadable += 1;
-            continue;
-        };
-        shown.push(Shown {
-            id: item.message_id,
-            organisation: item.organisation_name.clone(),
-            created_at: item.created_at,
-            expires_at: item.expires_at,
-            subject: content.subject.clone(),
-            body: content.body.clone(),
-            read: item.read_at.is_some(),
-        });
-    }
-    if shown.is_empty() && waiting == 0 && unreadable > 0 {
-        return Err(FlowError::Crypto);
-    }
-    Ok((shown, waiting))
+/// The patient's live messages, as the relay lists them.
+pub async fn messages() -> Result<Vec<MessageView>, FlowError> {
+    Ok(api::messages().await?)
+}
+
+/// Opens what is new in `items` into the session's inbox, each envelope with
+/// [`Envelope::open_listed`]: it must be the listed message's and unexpired at `now`.
+pub fn open_new(
+    inbox: &mut Inbox,
+    items: &[MessageView],
+    unlocked: &Unlocked,
+    now: i64,
+) -> Refreshed {
+    inbox.refresh(items, now, |item, envelope| {
+        envelope.open_listed(item.message_id, &unlocked.key, unlocked.recipient, now)
+    })
+}
+
+/// Tells the relay, for the sender's audit log, that message `id` did not open. Whether the
+/// report was taken: `false` only when the relay could not be reached (worth another try at
+/// the next refresh); a refusal is final, and the patient's notice does not depend on either.
+pub async fn report_unreadable(id: MessageId, reason: UnreadableReason) -> bool {
+    !matches!(
+        api::report_unreadable(id, reason).await,
+        Err(ApiError::Network)
+    )
 }
 
 /// Ends the session everywhere: the relay destroys its half, the device forgets the blob.
 pub async fn logout() {
     vault::clear();
     let _ = api::logout().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use shared::Error;
+    use shared::api::{MessageView, UnreadableReason};
+    use shared::envelope::{Content, ContentType, Direction, Envelope, Header, Opened};
+    use shared::ids::{MessageId, OrganisationId, RecipientId};
+
+    use super::{Entry, Inbox};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn header(id: MessageId) -> Header {
+        Header {
+            version: shared::FORMAT_VERSION,
+            message_id: id,
+            organisation_id: OrganisationId::from_bytes([2; 16]),
+            recipient_id: Some(RecipientId::from_bytes([3; 16])),
+            created_at: NOW - 100,
+            expires_at: NOW + 3600,
+            content_type: ContentType::Text,
+            direction: Direction::ToRecipient,
+        }
+    }
+
+    /// A listed message; the envelope's bytes do not matter, the opener below decides.
+    fn listed(id: u8, delivered: bool) -> MessageView {
+        let id = MessageId::from_bytes([id; 16]);
+        MessageView {
+            message_id: id,
+            organisation_name: "Riverside Clinic".into(),
+            // The relay's claims, which the viewer must not show.
+            created_at: 0,
+            expires_at: i64::MAX,
+            read_at: None,
+            awaiting_key: !delivered,
+            envelope: delivered.then(|| Envelope {
+                header: header(id),
+                nonce: vec![0; 12],
+                ciphertext: Vec::new(),
+                wraps: Vec::new(),
+            }),
+        }
+    }
+
+    /// Opens like `Envelope::open_listed` would: message 9 was altered, message 8's header
+    /// has expired; every other one opens. Counts the calls.
+    fn opener<'a>(
+        calls: &'a RefCell<Vec<MessageId>>,
+    ) -> impl FnMut(&MessageView, &Envelope) -> Result<Opened, Error> + 'a {
+        move |item, envelope| {
+            calls.borrow_mut().push(item.message_id);
+            match item.message_id.as_bytes()[0] {
+                9 => Err(Error::DecryptionFailed),
+                8 => Err(Error::Expired),
+                _ => Ok(Opened {
+                    header: envelope.header,
+                    content: Content {
+                        subject: "Results".into(),
+                        body: "All normal.".into(),
+                    },
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn each_envelope_is_opened_once_per_session() {
+        let calls = RefCell::new(Vec::new());
+        let mut inbox = Inbox::default();
+        let list = vec![listed(1, true), listed(2, false), listed(9, true)];
+
+        let first = inbox.refresh(&list, NOW, opener(&calls));
+        assert_eq!(
+            calls.borrow().len(),
+            2,
+            "the two delivered envelopes are opened"
+        );
+        assert_eq!(first.waiting, 1);
+        assert_eq!(first.entries.len(), 2);
+
+        // The poll's next refreshes, with the same list: no open at all.
+        for _ in 0..3 {
+            let again = inbox.refresh(&list, NOW + 3, opener(&calls));
+            assert_eq!(again.entries, first.entries);
+        }
+        assert_eq!(
+            calls.borrow().len(),
+            2,
+            "a refresh of the same list opens nothing"
+        );
+
+        // Message 2 arrives re-wrapped: only it is opened.
+        let list = vec![listed(1, true), listed(2, true), listed(9, true)];
+        let third = inbox.refresh(&list, NOW + 6, opener(&calls));
+        assert_eq!(calls.borrow().len(), 3);
+        assert_eq!(calls.borrow()[2], MessageId::from_bytes([2; 16]));
+        assert_eq!((third.entries.len(), third.waiting), (3, 0));
+    }
+
+    #[test]
+    fn shown_values_come_from_the_opened_header_and_failures_take_their_place() {
+        let calls = RefCell::new(Vec::new());
+        let mut inbox = Inbox::default();
+        let list = vec![listed(1, true), listed(9, true), listed(8, true)];
+        let refreshed = inbox.refresh(&list, NOW, opener(&calls));
+        let [Entry::Readable(shown), Entry::Unreadable(unreadable)] = &refreshed.entries[..] else {
+            panic!("one readable and one unreadable entry, the expired one left out");
+        };
+        let authenticated = header(shown.id);
+        assert_eq!(shown.created_at, authenticated.created_at);
+        assert_eq!(shown.expires_at, authenticated.expires_at);
+        assert_eq!(shown.body, "All normal.");
+        assert_eq!(unreadable.id, MessageId::from_bytes([9; 16]));
+        assert_eq!(unreadable.reason, UnreadableReason::DecryptionFailed);
+        assert_eq!(unreadable.organisation, "Riverside Clinic");
+        // The failure is to be reported until the relay has taken the report, then no more.
+        assert_eq!(refreshed.to_report, [(unreadable.id, unreadable.reason)]);
+        let again = inbox.refresh(&list, NOW + 3, opener(&calls));
+        assert_eq!(again.to_report, [(unreadable.id, unreadable.reason)]);
+        inbox.reported(unreadable.id);
+        assert!(
+            inbox
+                .refresh(&list, NOW + 6, opener(&calls))
+                .to_report
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn opened_content_leaves_with_its_message_or_its_expiry() {
+        let calls = RefCell::new(Vec::new());
+        let mut inbox = Inbox::default();
+        inbox.refresh(&[listed(1, true), listed(3, true)], NOW, opener(&calls));
+        // Message 3 was revoked (no longer listed); message 1's header expires.
+        let later = inbox.refresh(&[listed(1, true)], NOW + 60, opener(&calls));
+        assert_eq!(later.entries.len(), 1);
+        assert_eq!(calls.borrow().len(), 2);
+        // Not shown from memory once its header has expired; opening it again is refused as
+        // `Envelope::open_listed` refuses it.
+        let expired = inbox.refresh(&[listed(1, true)], NOW + 3600, |_, _| Err(Error::Expired));
+        assert!(
+            expired.entries.is_empty(),
+            "an expired header is not shown from memory"
+        );
+        assert!(
+            expired.to_report.is_empty(),
+            "an expiry is not a failure to report"
+        );
+    }
+
+    #[test]
+    fn a_message_read_here_stays_read() {
+        let calls = RefCell::new(Vec::new());
+        let mut inbox = Inbox::default();
+        let list = [listed(1, true)];
+        inbox.refresh(&list, NOW, opener(&calls));
+        inbox.mark_read(MessageId::from_bytes([1; 16]));
+        let [Entry::Readable(shown)] = &inbox.refresh(&list, NOW + 3, opener(&calls)).entries[..]
+        else {
+            panic!("one readable entry");
+        };
+        assert!(shown.read);
+    }
 }

@@ -100,7 +100,8 @@ pub enum Key {
     PreparingTitle,
     /// First contact explanation.
     PreparingIntro,
-    /// From label.
+    /// Label of the sender's name. The name is the relay's directory entry, not part of the
+    /// authenticated header, so the label says whose claim it is.
     From,
     /// Sent label.
     Sent,
@@ -110,6 +111,16 @@ pub enum Key {
     OtherMessages,
     /// Being prepared marker in the list.
     BeingPrepared,
+    /// A delivered message did not open safely: heading of the notice in its place.
+    UnreadableTitle,
+    /// Why it is not shown.
+    UnreadableIntro,
+    /// Whom to contact, and how.
+    UnreadableContact,
+    /// No message to show (all expired or withdrawn): heading.
+    NoMessagesTitle,
+    /// No message to show: text.
+    NoMessagesIntro,
     /// Lock button.
     Lock,
     /// After locking.
@@ -226,11 +237,31 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "The sender's system is locking this message to your new key. This usually takes a few seconds; this page will show it as soon as it is ready.",
             "El sistema del remitente está cifrando este mensaje con su nueva clave. Suele tardar unos segundos; esta página lo mostrará en cuanto esté listo.",
         ),
-        From => ("From", "De"),
+        From => (
+            "From (name registered with this service)",
+            "De (nombre registrado en este servicio)",
+        ),
         Sent => ("Sent", "Enviado"),
         Expires => ("Available until", "Disponible hasta"),
         OtherMessages => ("Your other messages", "Sus otros mensajes"),
         BeingPrepared => ("being prepared", "en preparación"),
+        UnreadableTitle => (
+            "This message could not be opened safely",
+            "Este mensaje no se pudo abrir de forma segura",
+        ),
+        UnreadableIntro => (
+            "It may have been changed after it was sent, so it is not shown. Your other messages are not affected.",
+            "Es posible que se haya modificado después de enviarse, por eso no se muestra. Sus otros mensajes no se ven afectados.",
+        ),
+        UnreadableContact => (
+            "Please contact the sender using contact details you already know (not a number from a text message) and ask them to send it again.",
+            "Comuníquese con el remitente usando datos de contacto que ya conozca (no un número de un mensaje de texto) y pídale que se lo envíe de nuevo.",
+        ),
+        NoMessagesTitle => ("No messages to show", "No hay mensajes para mostrar"),
+        NoMessagesIntro => (
+            "Your messages have expired or were withdrawn. Contact the sender if you still need them.",
+            "Sus mensajes vencieron o fueron retirados. Comuníquese con el remitente si aún los necesita.",
+        ),
         Lock => ("Lock", "Bloquear"),
         LockedTitle => ("Messages locked", "Mensajes bloqueados"),
         LockedIntro => (
@@ -359,6 +390,10 @@ mod tests {
             ForgottenWarning,
             UnlockTitle,
             PreparingIntro,
+            UnreadableTitle,
+            UnreadableIntro,
+            UnreadableContact,
+            NoMessagesIntro,
             LockedIntro,
             UnsupportedIntro,
         ] {

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use rand_core::OsRng;
 use shared::api::{
     EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    PatientState, SessionResponse, UnlockRequest, VIEWER_REQUEST_HEADER,
+    PatientState, SessionResponse, UnlockRequest, UnreadableRequest, VIEWER_REQUEST_HEADER,
 };
 use shared::audit::AuditKind;
 use shared::bundle::KeyBundle;
@@ -70,6 +70,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sealed_key))
         .routes(routes!(live_messages))
         .routes(routes!(read_receipt))
+        .routes(routes!(unreadable))
         .routes(routes!(logout))
 }
 
@@ -569,14 +570,37 @@ async fn read_receipt(
 ) -> ApiResult<Response> {
     let now = state.now();
     let mut tx = state.store().begin().await?;
-    let message = messages::get(&mut tx, id)
+    let message = delivered_message(&mut tx, &session, id, now).await?;
+    if messages::mark_read(&mut tx, id, now).await? {
+        let record = Record::message(
+            message.organisation_id,
+            AuditKind::Read,
+            id,
+            message.recipient_id,
+        );
+        audit::append(&mut tx, record, now).await?;
+    }
+    tx.commit().await?;
+    Ok(no_content())
+}
+
+/// The session's patient's live message `id`, as delivered to the patient's current key: what
+/// a read receipt or an unreadable report may concern. A message that is another patient's,
+/// has ended, or was not yet wrapped to this key gets the refusal the viewer branches on.
+async fn delivered_message(
+    tx: &mut AnyConnection,
+    session: &ViewerSession,
+    id: MessageId,
+    now: i64,
+) -> ApiResult<StoredMessage> {
+    let message = messages::get(tx, id)
         .await?
         .filter(|m| m.recipient_id == session.recipient_id)
         .ok_or(AppError::NotFound("no such message"))?;
     if message.status_at(now) != MessageStatus::Active {
         return Err(AppError::message_ended());
     }
-    let current = recipients::get(&mut tx, session.recipient_id)
+    let current = recipients::get(tx, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
         .map(|e| e.bundle.public_key.fingerprint());
@@ -586,14 +610,44 @@ async fn read_receipt(
             message: "this message is not yet readable on this device",
         });
     }
-    if messages::mark_read(&mut tx, id, now).await? {
+    Ok(message)
+}
+
+/// Records, for the sender, that the patient's viewer received a message but could not open
+/// it safely and showed a notice in its place (`open_failed`, with the reason): once per
+/// message and session, however often it is reported.
+#[utoipa::path(post, path = "/v1/viewer/messages/{id}/unreadable", tag = "viewer", security(("session" = [])),
+    params(("id" = MessageId, Path, description = "The message.")),
+    request_body = UnreadableRequest,
+    responses(
+        (status = 204, description = "Recorded (or already recorded for this session)."),
+        (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 403, description = "No `X-SecureText-Viewer` header (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "Not this patient's message.", body = ErrorBody),
+        (status = 409, description = "`awaiting_key`: nothing was delivered to this key yet.", body = ErrorBody),
+        (status = 410, description = "`message_ended`.", body = ErrorBody),
+        (status = 422, description = "Not a message id, or an unknown reason (`invalid`).", body = ErrorBody),
+    ))]
+async fn unreadable(
+    State(state): State<AppState>,
+    session: ViewerSession,
+    ApiPath(id): ApiPath<MessageId>,
+    ApiJson(body): ApiJson<UnreadableRequest>,
+) -> ApiResult<Response> {
+    let now = state.now();
+    let mut tx = state.store().begin().await?;
+    let message = delivered_message(&mut tx, &session, id, now).await?;
+    if messages::mark_unreadable(&mut tx, id, session.id, now).await? {
+        let detail = format!("reason={}", body.reason.as_str());
         let record = Record::message(
             message.organisation_id,
-            AuditKind::Read,
+            AuditKind::OpenFailed,
             id,
             message.recipient_id,
-        );
+        )
+        .with_detail(&detail);
         audit::append(&mut tx, record, now).await?;
+        tracing::warn!(message = %id, reason = body.reason.as_str(), "viewer could not open a message");
     }
     tx.commit().await?;
     Ok(no_content())

@@ -1,7 +1,7 @@
 //! Messages (sealed envelopes) and the SMS links that lead to them.
 
 use shared::envelope::Envelope;
-use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use shared::keys::{Fingerprint, PublicKey};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
@@ -290,6 +290,27 @@ pub async fn mark_read(conn: &mut AnyConnection, id: MessageId, now: i64) -> Sto
         .bind(id.to_string())
         .execute(conn)
         .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that viewer session `session` could not open message `id` safely; `true` the first
+/// time for this message and session, so the audit event is written once however often the
+/// page (or anyone holding the cookie) reports it.
+pub async fn mark_unreadable(
+    conn: &mut AnyConnection,
+    id: MessageId,
+    session: SessionId,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO unreadable_reports (message_id, session_id, reported_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (message_id, session_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(session.to_string())
+    .bind(now)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 

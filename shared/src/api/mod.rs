@@ -384,9 +384,87 @@ pub struct MessageList {
     pub messages: Vec<MessageView>,
 }
 
+/// Why the viewer could not open a delivered message: a code for the sender's audit log,
+/// derived from public data only (the one secret-dependent failure stays the opaque
+/// `decryption_failed`), so reporting it tells the relay nothing it could not work out itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UnreadableReason {
+    /// The envelope does not follow the format (refused before any key was used).
+    Malformed,
+    /// The envelope's header names another message than the one it was listed as.
+    WrongMessage,
+    /// The envelope's header names another recipient.
+    WrongRecipient,
+    /// The envelope has no wrap for the patient's key.
+    NotAddressedToKey,
+    /// Unwrapping or decryption failed: bytes altered, or a wrap that does not open.
+    DecryptionFailed,
+}
+
+impl UnreadableReason {
+    /// The reason for a failed [`Envelope::open_listed`](crate::envelope::Envelope::open_listed),
+    /// or `None` for an expired header, which is not a failure to report but the message's end.
+    pub fn of(error: &crate::Error) -> Option<Self> {
+        use crate::Error;
+        Some(match error {
+            Error::Expired => return None,
+            Error::WrongMessage => Self::WrongMessage,
+            Error::WrongRecipient => Self::WrongRecipient,
+            Error::NotAddressedToKey => Self::NotAddressedToKey,
+            Error::DecryptionFailed => Self::DecryptionFailed,
+            _ => Self::Malformed,
+        })
+    }
+
+    /// The wire form, also the audit detail's value (`reason=<this>`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::WrongMessage => "wrong_message",
+            Self::WrongRecipient => "wrong_recipient",
+            Self::NotAddressedToKey => "not_addressed_to_key",
+            Self::DecryptionFailed => "decryption_failed",
+        }
+    }
+}
+
+/// `POST /v1/viewer/messages/{id}/unreadable`: the viewer showed the patient a notice in place
+/// of this message, because it did not open safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UnreadableRequest {
+    /// Why it did not open.
+    pub reason: UnreadableReason,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_reasons_are_their_wire_form_and_expiry_is_none() {
+        use crate::Error;
+        for (error, reason) in [
+            (Error::WrongMessage, "wrong_message"),
+            (Error::WrongRecipient, "wrong_recipient"),
+            (Error::NotAddressedToKey, "not_addressed_to_key"),
+            (Error::DecryptionFailed, "decryption_failed"),
+            (Error::UnsupportedVersion(2), "malformed"),
+            (Error::InvalidKey("bad"), "malformed"),
+        ] {
+            let code = UnreadableReason::of(&error).unwrap();
+            assert_eq!(code.as_str(), reason);
+            assert_eq!(serde_json::to_value(code).unwrap(), reason);
+        }
+        assert_eq!(UnreadableReason::of(&Error::Expired), None);
+        let parsed: UnreadableRequest =
+            serde_json::from_str(r#"{"reason":"decryption_failed"}"#).unwrap();
+        assert_eq!(parsed.reason, UnreadableReason::DecryptionFailed);
+        assert!(serde_json::from_str::<UnreadableRequest>(r#"{"reason":"odd"}"#).is_err());
+    }
 
     #[test]
     fn status_words_are_the_wire_form() {
