@@ -177,13 +177,13 @@ impl Relay {
     /// A first-contact message to `phone`, the patient enrolled for it as the viewer enrolls
     /// (at the minimum KDF cost, with [`PASSWORD`]) and the message re-wrapped by the agent.
     async fn enrolled_patient(&self, phone: &str, subject: &str, body: &str) -> MessageId {
-        let (id, link) = self.send(phone, subject, body, 86_400).await;
-        let token = link.rsplit("/m/").next().unwrap();
+        let (id, _) = self.send(phone, subject, body, 86_400).await;
+        let token = self.kit.link_for(phone);
         let patient = Patient {
             key: relay::testkit::keys().patient,
             password: PASSWORD,
         };
-        patient.enroll(&self.kit, token).await;
+        patient.enroll(&self.kit, &token).await;
         assert_eq!(self.rewrap_pending().await, 1);
         id
     }
