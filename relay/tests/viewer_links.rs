@@ -7,7 +7,7 @@
 //! navigation must land on the viewer again, never on the API's JSON 404.
 
 use relay::store::Backend;
-use relay::testkit::{TestRelay, header, keys, seal};
+use relay::testkit::TestRelay;
 use reqwest::{Method, Url};
 use serde_json::json;
 
@@ -15,32 +15,8 @@ const PHONE: &str = "+15557780001";
 
 /// Sends a first-contact message to [`PHONE`] and returns the SMS body the patient receives.
 async fn texted_body(relay: &TestRelay) -> String {
-    let keys = keys();
-    let clinic = relay.organisation("Link Clinic").await;
-    let (status, _) = relay
-        .call(
-            Method::PUT,
-            "/v1/organisation/key",
-            Some(&clinic.api_key),
-            Some(json!({ "public_key": keys.organisation.public_key() })),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let envelope = seal(
-        header(clinic.id, None, relay.now(), 3600),
-        "hi",
-        &keys,
-        None,
-    );
-    let (status, body) = relay
-        .call(
-            Method::POST,
-            "/v1/messages",
-            Some(&clinic.api_key),
-            Some(json!({ "to": PHONE, "envelope": envelope })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let clinic = relay.registered_organisation("Link Clinic").await;
+    relay.submit_first_contact(&clinic, PHONE, "hi").await;
     relay.deliver_sms().await;
     let sms = relay.sms();
     sms.last().unwrap()["body"].as_str().unwrap().to_owned()
