@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Patient(command) => {
             let key =
                 relay::admin::load_data_key(&cli.storage, data_key_from_environment().as_ref())?;
+            seal_plain_records(&store, &key).await?;
             let phone = read_phone()?;
             match command {
                 PatientCommand::RevokeSessions => {
@@ -85,8 +86,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seals the password material that enrollments before migration 0004 kept in the clear; it
+/// needs the data key, which SQL migrations do not have.
+async fn seal_plain_records(store: &Store, key: &shared::at_rest::DataKey) -> anyhow::Result<()> {
+    let sealed = relay::store::recipients::seal_plain_records(store, key)
+        .await
+        .context("sealing the password records of earlier enrollments")?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed the password records of earlier enrollments");
+    }
+    Ok(())
+}
+
 async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::Result<()> {
     let data_key = relay::admin::load_data_key(storage, data_key_from_environment().as_ref())?;
+    seal_plain_records(&store, &data_key).await?;
     let public_url = args.public_url.as_str().trim_end_matches('/').to_owned();
     let status_callback = format!(
         "{public_url}{}",

@@ -14,7 +14,7 @@ use relay::testkit::{Keys, START, Sender, TestRelay, header, keys, seal};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::audit::{AuditEvent, AuditKind};
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::Envelope;
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
@@ -100,7 +100,12 @@ async fn enroll(
         &KdfParams::MINIMUM,
     )
     .unwrap();
-    let bundle = KeyBundle::seal(patient, recipient, &keys.sealing, &mut OsRng).unwrap();
+    let binding = SealBinding {
+        recipient,
+        salt,
+        kdf_params: KdfParams::MINIMUM,
+    };
+    let bundle = KeyBundle::seal(patient, &binding, &keys.sealing, &mut OsRng).unwrap();
     relay
         .call(
             Method::POST,

@@ -14,7 +14,7 @@ use hkdf::Hkdf;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::Sha256;
-use shared::bundle::{self, KeyBundle};
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Content, ContentKey, Direction, Envelope, Header, WrapRole};
 use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use shared::kdf::{self, KdfParams, Password, Salt, derive_password_keys};
@@ -109,19 +109,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &kdf_cases[0].2,
     )?;
     let bundle_nonce: [u8; 12] = random(&mut rng);
-    let sealed = KeyBundle::seal_with_nonce(
-        &recipient,
-        recipient_id,
-        &password_keys.sealing,
-        &bundle_nonce,
-    )?;
+    let binding = SealBinding {
+        recipient: recipient_id,
+        salt: Salt::from_bytes(hex::decode(&kdf[0].salt)?.try_into().map_err(|_| "salt")?),
+        kdf_params: kdf_cases[0].2,
+    };
+    let sealed =
+        KeyBundle::seal_with_nonce(&recipient, &binding, &password_keys.sealing, &bundle_nonce)?;
     let key_bundle = vec![KeyBundleVector {
         name: "recipient-bundle".into(),
         kdf: kdf[0].name.clone(),
         key: "recipient".into(),
         recipient_id: recipient_id.to_string(),
         nonce: hex::encode(bundle_nonce),
-        aad: hex::encode(bundle::aad(recipient_id)),
+        aad: hex::encode(binding.aad()),
         sealed_private_key: hex::encode(&sealed.sealed_private_key),
     }];
 

@@ -14,10 +14,22 @@
 //! ```
 //! `purpose` is a short ASCII label such as `"phone"` or `"sms-body"`.
 //!
+//! An enrolled patient's password material is kept so that a copy of the database without the
+//! data key is no offline password oracle:
+//! ```text
+//! stored verifier  = lookup("verifier", verifier[32])                 (the pepper)
+//! password record  = 0x01 || salt[16] || kdf_params[13] || sealed_private_key
+//! sealed record    = seal("password-record/" || recipient id (hyphenated, lowercase), record)
+//! ```
+//! The salt, the parameters and the sealed private key (itself a password oracle: a guess that
+//! opens it is right) are readable only with the data key, and the stored verifier cannot be
+//! compared with a guess's verifier without it.
+//!
 //! # Invariants
 //! - A sealed field opens only under the purpose it was sealed for.
 //! - Lookups are deterministic (so the relay can find a recipient by phone number) but useless
 //!   without the data key (no dictionary attack over the small space of phone numbers).
+//! - A password record opens only for the recipient it was sealed for, so rows cannot be swapped.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -25,9 +37,12 @@ use rand_core::CryptoRngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use subtle::ConstantTimeEq;
+
 use crate::Error;
 use crate::aead::{open_box, random_nonce, seal_box};
-use crate::kdf::expand;
+use crate::ids::RecipientId;
+use crate::kdf::{AuthKey, KdfParams, Salt, Verifier, expand};
 use crate::secret::SecretBytes;
 
 const AT_REST_SALT: &[u8] = b"securetext/v1/at-rest";
@@ -94,6 +109,98 @@ impl DataKey {
     }
 }
 
+/// Version byte of a password record.
+const PASSWORD_RECORD_VERSION: u8 = 0x01;
+
+/// What the relay keeps of a patient's password besides the verifier: all of it needed before
+/// or after an unlock, none of it to be readable from the database alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordRecord {
+    /// The Argon2id salt, handed to the viewer at open.
+    pub salt: Salt,
+    /// The Argon2id parameters, handed to the viewer at open.
+    pub kdf_params: KdfParams,
+    /// The private key sealed under the password-derived sealing key, handed out after unlock.
+    pub sealed_private_key: Vec<u8>,
+}
+
+/// The verifier as the relay stores it: keyed with the data key, so that it cannot be compared
+/// with a guessed password's verifier without that key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PepperedVerifier([u8; 32]);
+
+impl PepperedVerifier {
+    /// The stored bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes to store.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PepperedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PepperedVerifier([redacted])")
+    }
+}
+
+fn password_record_purpose(recipient: RecipientId) -> String {
+    format!("password-record/{recipient}")
+}
+
+impl DataKey {
+    /// The verifier as stored.
+    pub fn pepper(&self, verifier: &Verifier) -> PepperedVerifier {
+        PepperedVerifier(self.lookup("verifier", verifier.as_bytes()))
+    }
+
+    /// Whether `presented` matches the stored verifier, in constant time.
+    pub fn verify(&self, stored: &PepperedVerifier, presented: &AuthKey) -> bool {
+        self.pepper(&presented.verifier()).0.ct_eq(&stored.0).into()
+    }
+
+    /// Seals a password record for `recipient`.
+    pub fn seal_password_record(
+        &self,
+        recipient: RecipientId,
+        record: &PasswordRecord,
+        rng: &mut impl CryptoRngCore,
+    ) -> Vec<u8> {
+        let mut plain = Vec::with_capacity(30 + record.sealed_private_key.len());
+        plain.push(PASSWORD_RECORD_VERSION);
+        plain.extend_from_slice(record.salt.as_bytes());
+        plain.extend_from_slice(&record.kdf_params.to_bytes());
+        plain.extend_from_slice(&record.sealed_private_key);
+        self.seal(&password_record_purpose(recipient), &plain, rng)
+    }
+
+    /// Opens a password record sealed for `recipient`.
+    pub fn open_password_record(
+        &self,
+        recipient: RecipientId,
+        sealed: &[u8],
+    ) -> Result<PasswordRecord, Error> {
+        let plain = self.open(&password_record_purpose(recipient), sealed)?;
+        let (&version, rest) = plain.split_first().ok_or(Error::DecryptionFailed)?;
+        if version != PASSWORD_RECORD_VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        if rest.len() < 16 + 13 {
+            return Err(Error::malformed("password record", "too short"));
+        }
+        let (salt, rest) = rest.split_at(16);
+        let (params, sealed_private_key) = rest.split_at(13);
+        Ok(PasswordRecord {
+            salt: Salt::from_bytes(salt.try_into().expect("16 bytes")),
+            kdf_params: KdfParams::from_bytes(params.try_into().expect("13 bytes"))?,
+            sealed_private_key: sealed_private_key.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +225,60 @@ mod tests {
         );
         assert_eq!(other.open("phone", &sealed), Err(Error::DecryptionFailed));
         assert!(format!("{key:?}").contains("[redacted]"));
+    }
+
+    #[test]
+    fn password_records_open_only_for_their_recipient_and_key() {
+        let key = DataKey::random(&mut OsRng);
+        let recipient = RecipientId::random(&mut OsRng);
+        let record = PasswordRecord {
+            salt: Salt::from_bytes([3; 16]),
+            kdf_params: KdfParams::DEFAULT,
+            sealed_private_key: vec![1, 2, 3],
+        };
+        let sealed = key.seal_password_record(recipient, &record, &mut OsRng);
+        assert_eq!(
+            key.open_password_record(recipient, &sealed).unwrap(),
+            record
+        );
+        let other = RecipientId::random(&mut OsRng);
+        assert_eq!(
+            key.open_password_record(other, &sealed),
+            Err(Error::DecryptionFailed)
+        );
+        assert_eq!(
+            DataKey::random(&mut OsRng).open_password_record(recipient, &sealed),
+            Err(Error::DecryptionFailed)
+        );
+        assert!(
+            !sealed
+                .windows(16)
+                .any(|w| w == record.salt.as_bytes().as_slice()),
+            "the salt is not in the clear"
+        );
+    }
+
+    #[test]
+    fn the_stored_verifier_needs_the_data_key() {
+        use crate::kdf::{Password, derive_password_keys};
+        let keys = derive_password_keys(
+            &Password::new("pw").unwrap(),
+            &Salt::from_bytes([1; 16]),
+            &KdfParams::MINIMUM,
+        )
+        .unwrap();
+        let key = DataKey::random(&mut OsRng);
+        let stored = key.pepper(&keys.auth.verifier());
+        assert_ne!(stored.as_bytes(), keys.auth.verifier().as_bytes());
+        assert!(key.verify(&stored, &keys.auth));
+        assert!(!DataKey::random(&mut OsRng).verify(&stored, &keys.auth));
+        let wrong = derive_password_keys(
+            &Password::new("pW").unwrap(),
+            &Salt::from_bytes([1; 16]),
+            &KdfParams::MINIMUM,
+        )
+        .unwrap();
+        assert!(!key.verify(&stored, &wrong.auth));
+        assert!(format!("{stored:?}").contains("[redacted]"));
     }
 }

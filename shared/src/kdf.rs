@@ -100,6 +100,47 @@ impl KdfParams {
         }
     }
 
+    /// Checks the parameters as [`Self::validate`] does and that they cost at least `floor` in
+    /// memory and in passes. The viewer calls this with [`Self::DEFAULT`], the parameters every
+    /// genuine enrollment uses, so a relay that serves anything cheaper — at enrollment or at
+    /// unlock — is refused before the password is touched.
+    pub fn validate_at_least(&self, floor: &Self) -> Result<(), Error> {
+        self.validate()?;
+        if self.memory_kib < floor.memory_kib {
+            return Err(Error::KdfParamsRefused(
+                "memory cost below the viewer's default",
+            ));
+        }
+        if self.iterations < floor.iterations {
+            return Err(Error::KdfParamsRefused(
+                "fewer passes than the viewer's default",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parameters' fixed-length encoding, bound into the associated data of a sealed
+    /// private key: `0x01` (Argon2id v0x13) `|| u32be(memory_kib) || u32be(iterations) ||
+    /// u32be(parallelism)`.
+    pub fn to_bytes(&self) -> [u8; 13] {
+        let KdfAlgorithm::Argon2idV19 = self.algorithm;
+        let mut out = [0u8; 13];
+        out[0] = 0x01;
+        out[1..5].copy_from_slice(&self.memory_kib.to_be_bytes());
+        out[5..9].copy_from_slice(&self.iterations.to_be_bytes());
+        out[9..13].copy_from_slice(&self.parallelism.to_be_bytes());
+        out
+    }
+
+    /// Parses [`Self::to_bytes`] (not yet validated).
+    pub fn from_bytes(bytes: &[u8; 13]) -> Result<Self, Error> {
+        if bytes[0] != 0x01 {
+            return Err(Error::malformed("kdf_params", "unknown algorithm"));
+        }
+        let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Self::argon2id(word(1), word(5), word(9)))
+    }
+
     /// Checks the parameters against [`Self::MINIMUM`] and [`Self::MAXIMUM`].
     pub fn validate(&self) -> Result<(), Error> {
         let (min, max) = (Self::MINIMUM, Self::MAXIMUM);
@@ -363,6 +404,40 @@ mod tests {
             let password = Password::new("correct horse").unwrap();
             assert!(derive_password_keys(&password, &Salt::from_bytes([0; 16]), &params).is_err());
         }
+    }
+
+    #[test]
+    fn the_viewer_floor_refuses_anything_cheaper_than_the_default() {
+        let floor = KdfParams::DEFAULT;
+        KdfParams::DEFAULT.validate_at_least(&floor).unwrap();
+        KdfParams::argon2id(131_072, 4, 2)
+            .validate_at_least(&floor)
+            .unwrap();
+        for weaker in [
+            KdfParams::MINIMUM,
+            KdfParams::argon2id(65_535, 3, 1),
+            KdfParams::argon2id(65_536, 2, 1),
+            KdfParams::argon2id(262_145, 3, 1),
+        ] {
+            assert!(
+                matches!(
+                    weaker.validate_at_least(&floor),
+                    Err(Error::KdfParamsRefused(_))
+                ),
+                "{weaker:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn params_bytes_round_trip() {
+        let params = KdfParams::argon2id(65_536, 3, 1);
+        let bytes = params.to_bytes();
+        assert_eq!(hex::encode(bytes), "01000100000000000300000001");
+        assert_eq!(KdfParams::from_bytes(&bytes).unwrap(), params);
+        let mut unknown = bytes;
+        unknown[0] = 2;
+        assert!(KdfParams::from_bytes(&unknown).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use rand_core::OsRng;
 use shared::Error;
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Content, Envelope, MAX_CONTENT_LEN, WrapRole, padded_len};
 use shared::ids::{RecipientId, SessionId};
 use shared::kdf::{AuthKey, KdfParams, Password, Salt, derive_password_keys};
@@ -22,8 +22,12 @@ fn enroll_then_unlock_with_the_password_only() {
     // Enrollment in the viewer: the relay receives bundle, salt, params and verifier.
     let enrolled =
         derive_password_keys(&Password::new("s3cret phrase").unwrap(), &salt, &PARAMS).unwrap();
-    let bundle =
-        KeyBundle::seal(&keys.recipient, recipient, &enrolled.sealing, &mut OsRng).unwrap();
+    let binding = SealBinding {
+        recipient,
+        salt,
+        kdf_params: PARAMS,
+    };
+    let bundle = KeyBundle::seal(&keys.recipient, &binding, &enrolled.sealing, &mut OsRng).unwrap();
     let verifier = enrolled.auth.verifier();
     let stored = serde_json::to_string(&bundle).unwrap();
 
@@ -33,7 +37,7 @@ fn enroll_then_unlock_with_the_password_only() {
     let proof = AuthKey::from_base64url(&again.auth.to_base64url()).unwrap();
     assert!(verifier.matches(&proof));
     let bundle: KeyBundle = serde_json::from_str(&stored).unwrap();
-    let private = bundle.unseal(recipient, &again.sealing).unwrap();
+    let private = bundle.unseal(&binding, &again.sealing).unwrap();
     assert_eq!(private.public_key(), keys.recipient.public_key());
 
     // Wrong password: the relay refuses the proof and the bundle does not open.
@@ -41,33 +45,48 @@ fn enroll_then_unlock_with_the_password_only() {
         derive_password_keys(&Password::new("s3cret phrasE").unwrap(), &salt, &PARAMS).unwrap();
     assert!(!verifier.matches(&wrong.auth));
     assert_eq!(
-        bundle.unseal(recipient, &wrong.sealing).err(),
+        bundle.unseal(&binding, &wrong.sealing).err(),
         Some(Error::DecryptionFailed)
     );
 
-    // Another recipient's record: the associated data no longer matches.
-    let other = RecipientId::random(&mut OsRng);
-    assert_eq!(
-        bundle.unseal(other, &again.sealing).err(),
-        Some(Error::DecryptionFailed)
-    );
+    // Another recipient's record, or another salt or parameters served beside the bundle: the
+    // associated data no longer matches.
+    let other = SealBinding {
+        recipient: RecipientId::random(&mut OsRng),
+        ..binding
+    };
+    let other_salt = SealBinding {
+        salt: Salt::random(&mut OsRng),
+        ..binding
+    };
+    let other_params = SealBinding {
+        kdf_params: KdfParams::DEFAULT,
+        ..binding
+    };
+    for wrong in [other, other_salt, other_params] {
+        assert_eq!(
+            bundle.unseal(&wrong, &again.sealing).err(),
+            Some(Error::DecryptionFailed)
+        );
+    }
 }
 
 #[test]
 fn bundle_with_mismatched_public_key_is_refused() {
     let keys = common::keys();
     let recipient = RecipientId::random(&mut OsRng);
-    let password = derive_password_keys(
-        &Password::new("pw").unwrap(),
-        &Salt::random(&mut OsRng),
-        &PARAMS,
-    )
-    .unwrap();
+    let binding = SealBinding {
+        recipient,
+        salt: Salt::random(&mut OsRng),
+        kdf_params: PARAMS,
+    };
+    let password =
+        derive_password_keys(&Password::new("pw").unwrap(), &binding.salt, &PARAMS).unwrap();
     let mut bundle =
-        KeyBundle::seal(&keys.recipient, recipient, &password.sealing, &mut OsRng).unwrap();
+        KeyBundle::seal(&keys.recipient, &binding, &password.sealing, &mut OsRng).unwrap();
     bundle.public_key = keys.other.public_key().clone();
     assert_eq!(
-        bundle.unseal(recipient, &password.sealing).err(),
+        bundle.unseal(&binding, &password.sealing).err(),
         Some(Error::DecryptionFailed)
     );
 }

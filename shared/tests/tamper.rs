@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use proptest::prelude::*;
 use rand_core::OsRng;
 use shared::Error;
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Content, Envelope, Header, WrapRole};
 use shared::ids::{RecipientId, SessionId};
 use shared::kdf::{KdfParams, Password, PasswordKeys, Salt, derive_password_keys};
@@ -19,6 +19,7 @@ use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
 struct Fixture {
     keys: common::Keys,
     recipient: RecipientId,
+    binding: SealBinding,
     password: PasswordKeys,
     bundle: KeyBundle,
     envelope: Envelope,
@@ -32,14 +33,18 @@ struct Fixture {
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let keys = common::keys();
     let recipient = RecipientId::random(&mut OsRng);
+    let binding = SealBinding {
+        recipient,
+        salt: Salt::random(&mut OsRng),
+        kdf_params: KdfParams::MINIMUM,
+    };
     let password = derive_password_keys(
         &Password::new("tamper test").unwrap(),
-        &Salt::random(&mut OsRng),
-        &KdfParams::MINIMUM,
+        &binding.salt,
+        &binding.kdf_params,
     )
     .unwrap();
-    let bundle =
-        KeyBundle::seal(&keys.recipient, recipient, &password.sealing, &mut OsRng).unwrap();
+    let bundle = KeyBundle::seal(&keys.recipient, &binding, &password.sealing, &mut OsRng).unwrap();
     let content = common::content("Take 20 mg twice daily.");
     let envelope = Envelope::seal(
         common::header(Some(recipient)),
@@ -64,6 +69,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     Fixture {
         keys,
         recipient,
+        binding,
         password,
         bundle,
         envelope,
@@ -91,7 +97,7 @@ fn check_sealed_key_bit(bit: usize) {
     let f = &*FIXTURE;
     let mut bundle = f.bundle.clone();
     flip(&mut bundle.sealed_private_key, bit);
-    let error = bundle.unseal(f.recipient, &f.password.sealing).unwrap_err();
+    let error = bundle.unseal(&f.binding, &f.password.sealing).unwrap_err();
     assert!(is_tamper_error(&error), "bit {bit}: {error:?}");
 }
 

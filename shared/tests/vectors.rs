@@ -9,7 +9,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use common::vector_file::*;
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
-use shared::bundle::{self, KeyBundle};
+use shared::bundle::{self, KeyBundle, SealBinding};
 use shared::encoding::b64u_encode;
 use shared::envelope::{Content, ContentKey, Envelope, Header, Wrap, WrapRole};
 use shared::ids::{RecipientId, SessionId};
@@ -135,10 +135,25 @@ fn key_bundle_vectors() {
     for v in &file.key_bundle {
         let kdf = file.kdf.iter().find(|k| k.name == v.kdf).unwrap();
         let recipient = RecipientId::parse(&v.recipient_id).unwrap();
-        let mut aad = b"securetext/v1/sealed-private-key\x01".to_vec();
+        let salt = Salt::from_bytes(arr(&kdf.salt));
+        let mut aad = b"securetext/v1/sealed-private-key\x02".to_vec();
         aad.extend_from_slice(recipient.as_bytes());
+        aad.extend_from_slice(salt.as_bytes());
+        aad.push(1);
+        for word in [
+            kdf.params.memory_kib,
+            kdf.params.iterations,
+            kdf.params.parallelism,
+        ] {
+            aad.extend_from_slice(&word.to_be_bytes());
+        }
         assert_eq!(hex::encode(&aad), v.aad);
-        assert_eq!(bundle::aad(recipient), aad);
+        let binding = SealBinding {
+            recipient,
+            salt,
+            kdf_params: kdf.params,
+        };
+        assert_eq!(binding.aad(), aad);
 
         // Independent decryption with AES-256-GCM directly.
         let sealed = h(&v.sealed_private_key);
@@ -156,11 +171,20 @@ fn key_bundle_vectors() {
         )
         .unwrap();
         let bundle =
-            KeyBundle::seal_with_nonce(private, recipient, &password_keys.sealing, &arr(&v.nonce))
+            KeyBundle::seal_with_nonce(private, &binding, &password_keys.sealing, &arr(&v.nonce))
                 .unwrap();
         assert_eq!(bundle.sealed_private_key, sealed);
-        let opened = bundle.unseal(recipient, &password_keys.sealing).unwrap();
+        let opened = bundle.unseal(&binding, &password_keys.sealing).unwrap();
         assert_eq!(opened.public_key(), private.public_key());
+
+        // Another salt or cheaper parameters beside the same sealed key are refused.
+        let mut other_salt = binding;
+        other_salt.salt = Salt::from_bytes([7; 16]);
+        let mut other_params = binding;
+        other_params.kdf_params.iterations += 1;
+        for wrong in [other_salt, other_params] {
+            assert!(bundle.unseal(&wrong, &password_keys.sealing).is_err());
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use rand_core::OsRng;
 use shared::api::{
     EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse, UnreadableReason,
 };
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Envelope, Opened};
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, PasswordKeys, Salt, derive_password_keys};
@@ -231,8 +231,12 @@ async fn yield_to_browser() {
     gloo_timers::future::TimeoutFuture::new(30).await;
 }
 
+/// Refuses parameters cheaper than the ones this viewer enrolls with ([`KdfParams::DEFAULT`]):
+/// the relay serves them, and a proof derived under weaker ones would be cheap to guess from.
 fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<PasswordKeys, FlowError> {
-    params.validate().map_err(|_| FlowError::UnsafeParameters)?;
+    params
+        .validate_at_least(&KdfParams::DEFAULT)
+        .map_err(|_| FlowError::UnsafeParameters)?;
     derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeParameters)
 }
 
@@ -284,7 +288,12 @@ pub async fn enroll(
     })?;
     progress(Step::Enrolling);
     yield_to_browser().await;
-    let bundle = KeyBundle::seal(&private, info.recipient_id, &keys.sealing, &mut OsRng)
+    let binding = SealBinding {
+        recipient: info.recipient_id,
+        salt,
+        kdf_params: *kdf_params,
+    };
+    let bundle = KeyBundle::seal(&private, &binding, &keys.sealing, &mut OsRng)
         .map_err(|_| FlowError::Crypto)?;
     api::enroll(&EnrollRequest {
         link: link.to_owned(),
@@ -321,8 +330,15 @@ pub async fn unlock(
     progress(Step::Unlocking);
     let session = api::unlock(link, &keys.auth.to_base64url()).await?;
     let bundle = api::key_bundle().await?;
+    // The bundle opens only beside the salt and parameters it was sealed with: if the relay
+    // served others at open, this is where it shows.
+    let binding = SealBinding {
+        recipient: session.recipient_id,
+        salt: *salt,
+        kdf_params: *kdf_params,
+    };
     let private = bundle
-        .unseal(session.recipient_id, &keys.sealing)
+        .unseal(&binding, &keys.sealing)
         .map_err(|_| FlowError::Crypto)?;
     keep_for_session(&private, &session)?;
     Ok(Unlocked {

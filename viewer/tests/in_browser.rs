@@ -6,7 +6,7 @@
 
 use securetext_viewer::vault::{self, StoredSession};
 use serde_json::Value;
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Envelope, Wrap};
 use shared::ids::{RecipientId, SessionId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
@@ -81,19 +81,25 @@ fn envelopes_bundles_and_blobs_open_in_the_browser() {
         .find(|k| k["name"] == bundle_vector["kdf"])
         .unwrap();
     let params: KdfParams = serde_json::from_value(kdf["params"].clone()).unwrap();
+    let salt = Salt::from_bytes(h(&kdf["salt"]).try_into().unwrap());
     let keys = derive_password_keys(
         &Password::new(kdf["password"].as_str().unwrap()).unwrap(),
-        &Salt::from_bytes(h(&kdf["salt"]).try_into().unwrap()),
+        &salt,
         &params,
     )
     .unwrap();
     let recipient = RecipientId::parse(bundle_vector["recipient_id"].as_str().unwrap()).unwrap();
+    let binding = SealBinding {
+        recipient,
+        salt,
+        kdf_params: params,
+    };
     let patient = key(&file, "recipient");
     let bundle = KeyBundle {
         public_key: patient.public_key().clone(),
         sealed_private_key: h(&bundle_vector["sealed_private_key"]),
     };
-    let unsealed = bundle.unseal(recipient, &keys.sealing).unwrap();
+    let unsealed = bundle.unseal(&binding, &keys.sealing).unwrap();
     assert_eq!(unsealed.public_key(), patient.public_key());
 
     for v in file["envelope"].as_array().unwrap() {

@@ -166,8 +166,8 @@ async fn lookup_recipient(
     let (id, enrollment) = recipient;
     Ok(Json(RecipientView {
         recipient_id: id,
-        fingerprint: enrollment.bundle.public_key.fingerprint(),
-        public_key: enrollment.bundle.public_key,
+        fingerprint: enrollment.public_key.fingerprint(),
+        public_key: enrollment.public_key,
         enrolled_at: enrollment.enrolled_at,
     }))
 }
@@ -327,7 +327,7 @@ async fn submit(
         let current = recipient
             .enrollment
             .as_ref()
-            .map(|e| e.bundle.public_key.fingerprint());
+            .map(|e| e.public_key.fingerprint());
         let wrapped_to = body
             .envelope
             .wrap_for(WrapRole::Recipient)
@@ -540,7 +540,7 @@ async fn upload_wrap(
         .ok_or_else(|| AppError::Internal("message without recipient".into()))?;
     let current = recipient
         .enrollment
-        .map(|e| e.bundle.public_key.fingerprint())
+        .map(|e| e.public_key.fingerprint())
         .ok_or(AppError::Refused {
             code: ErrorCode::RecipientNotEnrolled,
             message: "the patient has not enrolled (or was reset); wait for enrollment",

@@ -35,7 +35,7 @@ use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::messages::{self, MessageStatus, StoredMessage};
-use crate::store::recipients::{self, Enrollment, Recipient};
+use crate::store::recipients::{self, NewEnrollment, Recipient};
 use crate::store::sessions::{self, NewSession};
 use crate::store::{orgs, throttle};
 
@@ -169,6 +169,18 @@ async fn open(
     }
     let organisation_name = organisation_name(&mut tx, message.organisation_id).await?;
     tx.commit().await?;
+    let patient = match recipient.enrollment {
+        None => PatientState::New {
+            kdf_params: KdfParams::DEFAULT,
+        },
+        Some(e) => {
+            let record = e.record(state.data_key(), recipient.id)?;
+            PatientState::Enrolled {
+                kdf_params: record.kdf_params,
+                salt: record.salt,
+            }
+        }
+    };
     Ok(Json(OpenResponse {
         message_id: message.id,
         recipient_id: recipient.id,
@@ -176,15 +188,7 @@ async fn open(
         created_at: message.created_at,
         expires_at: message.expires_at,
         idle_timeout_seconds: state.settings().limits.session_idle.as_secs(),
-        patient: match recipient.enrollment {
-            None => PatientState::New {
-                kdf_params: KdfParams::DEFAULT,
-            },
-            Some(e) => PatientState::Enrolled {
-                kdf_params: e.kdf_params,
-                salt: e.salt,
-            },
-        },
+        patient,
     }))
 }
 
@@ -217,14 +221,14 @@ async fn enroll(
     let now = state.now();
     let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
-    let enrollment = Enrollment {
+    let enrollment = NewEnrollment {
         bundle: body.bundle,
         kdf_params: body.kdf_params,
         salt: body.salt,
         verifier: body.verifier,
         enrolled_at: now,
     };
-    if !recipients::enroll(&mut tx, message.recipient_id, &enrollment).await? {
+    if !recipients::enroll(&mut tx, state.data_key(), message.recipient_id, &enrollment).await? {
         return Err(AppError::Refused {
             code: ErrorCode::AlreadyEnrolled,
             message: "a password is already set; unlock with it instead",
@@ -322,7 +326,7 @@ async fn unlock(
         return Err(locked_out(until, now));
     }
 
-    if !enrollment.verifier.matches(&proof) {
+    if !enrollment.verifies(state.data_key(), &proof) {
         crate::metrics::Metrics::inc(&state.metrics().unlock_failures);
         let patient_policy = limits.patient_lockout();
         let mut unlock = recipient.unlock;
@@ -508,14 +512,16 @@ async fn sealed_key(
     session: ViewerSession,
 ) -> ApiResult<Json<KeyBundle>> {
     let mut conn = state.store().conn().await?;
-    let recipient = recipients::get(&mut conn, session.recipient_id)
+    let enrollment = recipients::get(&mut conn, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
         .ok_or(AppError::Refused {
             code: ErrorCode::NotEnrolled,
             message: "the enrollment was reset; enroll again from your link",
         })?;
-    Ok(Json(recipient.bundle))
+    Ok(Json(
+        enrollment.bundle(state.data_key(), session.recipient_id)?,
+    ))
 }
 
 /// The patient's live messages, newest first; envelopes only once wrapped to the current key.
@@ -533,7 +539,7 @@ async fn live_messages(
     let current = recipients::get(&mut tx, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
-        .map(|e| e.bundle.public_key.fingerprint());
+        .map(|e| e.public_key.fingerprint());
     let mut views = Vec::new();
     for message in messages::live_for_recipient(&mut tx, session.recipient_id, now).await? {
         let wrapped = current.is_some() && message.recipient_wrap == current;
@@ -603,7 +609,7 @@ async fn delivered_message(
     let current = recipients::get(tx, session.recipient_id)
         .await?
         .and_then(|r| r.enrollment)
-        .map(|e| e.bundle.public_key.fingerprint());
+        .map(|e| e.public_key.fingerprint());
     if current.is_none() || message.recipient_wrap != current {
         return Err(AppError::Refused {
             code: ErrorCode::AwaitingKey,

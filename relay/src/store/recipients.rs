@@ -1,24 +1,67 @@
 //! Patients: one row per phone number, enrolled or not.
+//!
+//! An enrollment's password material is stored so that a copy of the database without the data
+//! key is no offline password oracle (see `shared::at_rest`): the verifier is peppered, and the
+//! salt, the KDF parameters and the sealed private key are one record sealed under the data key.
+//! Rows written before migration 0004 held those in the clear; [`seal_plain_records`] converts
+//! them when a relay with the data key starts.
 
+use rand_core::OsRng;
+use shared::at_rest::{DataKey, PasswordRecord, PepperedVerifier};
 use shared::bundle::KeyBundle;
 use shared::ids::RecipientId;
-use shared::kdf::{KdfParams, Salt, Verifier};
+use shared::kdf::{AuthKey, KdfParams, Salt, Verifier};
 use shared::keys::PublicKey;
 use sqlx::{AnyConnection, Row};
 
 use super::throttle::Counter;
-use super::{StoreError, StoreResult, Tx, row, to_json};
+use super::{Store, StoreError, StoreResult, Tx, row};
 
-/// What the relay holds for an enrolled patient: all of it public or sealed.
+/// What the relay holds for an enrolled patient: the public key in the clear (senders look it
+/// up), everything else peppered or sealed under the data key.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
+    /// Published to senders.
+    pub public_key: PublicKey,
+    /// When.
+    pub enrolled_at: i64,
+    /// Salt, parameters and sealed private key, sealed under the data key.
+    sealed_record: Vec<u8>,
+    /// The verifier, peppered with the data key.
+    verifier: PepperedVerifier,
+}
+
+impl Enrollment {
+    /// Opens the password record (salt, parameters, sealed private key).
+    pub fn record(&self, key: &DataKey, recipient: RecipientId) -> StoreResult<PasswordRecord> {
+        key.open_password_record(recipient, &self.sealed_record)
+            .map_err(|e| StoreError::corrupt("password record", e))
+    }
+
+    /// The key bundle handed to the patient after unlock.
+    pub fn bundle(&self, key: &DataKey, recipient: RecipientId) -> StoreResult<KeyBundle> {
+        Ok(KeyBundle {
+            public_key: self.public_key.clone(),
+            sealed_private_key: self.record(key, recipient)?.sealed_private_key,
+        })
+    }
+
+    /// Whether a presented proof matches the password, in constant time.
+    pub fn verifies(&self, key: &DataKey, proof: &AuthKey) -> bool {
+        key.verify(&self.verifier, proof)
+    }
+}
+
+/// What the viewer sends at enrollment, as the store takes it.
+#[derive(Debug)]
+pub struct NewEnrollment {
     /// Public key and sealed private key.
     pub bundle: KeyBundle,
     /// KDF parameters chosen at enrollment.
     pub kdf_params: KdfParams,
     /// KDF salt.
     pub salt: Salt,
-    /// Hash of the auth key.
+    /// Hash of the auth key, before peppering.
     pub verifier: Verifier,
     /// When.
     pub enrolled_at: i64,
@@ -35,7 +78,7 @@ pub struct Recipient {
     pub unlock: Counter,
 }
 
-const COLUMNS: &str = "id, enrolled_at, public_key, sealed_private_key, kdf_params, salt, verifier, \
+const COLUMNS: &str = "id, enrolled_at, public_key, password_record, verifier, \
                        failed_unlocks, lockouts, locked_until";
 
 fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
@@ -44,25 +87,20 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
         None => None,
         Some(enrolled_at) => {
             let public_key: Vec<u8> = row.try_get("public_key")?;
-            let salt: Vec<u8> = row.try_get("salt")?;
             let verifier: Vec<u8> = row.try_get("verifier")?;
+            let sealed_record: Option<Vec<u8>> = row.try_get("password_record")?;
             Some(Enrollment {
-                bundle: KeyBundle {
-                    public_key: PublicKey::from_spki_der(&public_key)
-                        .map_err(|e| StoreError::corrupt("public key", e))?,
-                    sealed_private_key: row.try_get("sealed_private_key")?,
-                },
-                kdf_params: row::json(row, "kdf_params")?,
-                salt: Salt::from_bytes(
-                    salt.try_into()
-                        .map_err(|_| StoreError::corrupt("salt", "wrong length"))?,
-                ),
-                verifier: Verifier::from_bytes(
+                public_key: PublicKey::from_spki_der(&public_key)
+                    .map_err(|e| StoreError::corrupt("public key", e))?,
+                enrolled_at,
+                sealed_record: sealed_record.ok_or_else(|| {
+                    StoreError::corrupt("password record", "not sealed yet (start the relay)")
+                })?,
+                verifier: PepperedVerifier::from_bytes(
                     verifier
                         .try_into()
                         .map_err(|_| StoreError::corrupt("verifier", "wrong length"))?,
                 ),
-                enrolled_at,
             })
         }
     };
@@ -132,37 +170,83 @@ pub async fn get_or_create(
         .ok_or_else(|| StoreError::corrupt("recipient", "vanished after insert"))
 }
 
-/// Records an enrollment; `false` if the patient was already enrolled.
+/// Records an enrollment, peppering the verifier and sealing the password record; `false` if
+/// the patient was already enrolled.
 pub async fn enroll(
     conn: &mut AnyConnection,
+    key: &DataKey,
     id: RecipientId,
-    enrollment: &Enrollment,
+    enrollment: &NewEnrollment,
 ) -> StoreResult<bool> {
-    let params = to_json(&enrollment.kdf_params)?;
+    let record = PasswordRecord {
+        salt: enrollment.salt,
+        kdf_params: enrollment.kdf_params,
+        sealed_private_key: enrollment.bundle.sealed_private_key.clone(),
+    };
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = $1, public_key = $2, fingerprint = $3, \
-         sealed_private_key = $4, kdf_params = $5, salt = $6, verifier = $7, \
-         failed_unlocks = 0, lockouts = 0, locked_until = 0 \
-         WHERE id = $8 AND enrolled_at IS NULL",
+         password_record = $4, verifier = $5, failed_unlocks = 0, lockouts = 0, locked_until = 0 \
+         WHERE id = $6 AND enrolled_at IS NULL",
     )
     .bind(enrollment.enrolled_at)
     .bind(enrollment.bundle.public_key.spki_der().to_vec())
     .bind(enrollment.bundle.public_key.fingerprint().to_string())
-    .bind(enrollment.bundle.sealed_private_key.clone())
-    .bind(params)
-    .bind(enrollment.salt.as_bytes().to_vec())
-    .bind(enrollment.verifier.as_bytes().to_vec())
+    .bind(key.seal_password_record(id, &record, &mut OsRng))
+    .bind(key.pepper(&enrollment.verifier).as_bytes().to_vec())
     .bind(id.to_string())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
+/// Seals the password material of enrollments stored before migration 0004 (salt, parameters
+/// and sealed private key in their own columns, an unpeppered verifier) and empties the old
+/// columns. Idempotent; returns how many rows it converted.
+pub async fn seal_plain_records(store: &Store, key: &DataKey) -> StoreResult<u64> {
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(
+        "SELECT id, sealed_private_key, kdf_params, salt, verifier FROM recipients \
+         WHERE enrolled_at IS NOT NULL AND password_record IS NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for plain in &rows {
+        let id: RecipientId = row::parsed(plain, "id")?;
+        let salt: Vec<u8> = plain.try_get("salt")?;
+        let verifier: Vec<u8> = plain.try_get("verifier")?;
+        let record = PasswordRecord {
+            salt: Salt::from_bytes(
+                salt.try_into()
+                    .map_err(|_| StoreError::corrupt("salt", "wrong length"))?,
+            ),
+            kdf_params: row::json(plain, "kdf_params")?,
+            sealed_private_key: plain.try_get("sealed_private_key")?,
+        };
+        let verifier = Verifier::from_bytes(
+            verifier
+                .try_into()
+                .map_err(|_| StoreError::corrupt("verifier", "wrong length"))?,
+        );
+        sqlx::query(
+            "UPDATE recipients SET password_record = $1, verifier = $2, \
+             sealed_private_key = NULL, kdf_params = NULL, salt = NULL \
+             WHERE id = $3 AND password_record IS NULL",
+        )
+        .bind(key.seal_password_record(id, &record, &mut OsRng))
+        .bind(key.pepper(&verifier).as_bytes().to_vec())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
 /// Forgets the enrollment (forgotten password); `false` if there was none.
 pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = NULL, public_key = NULL, fingerprint = NULL, \
-         sealed_private_key = NULL, kdf_params = NULL, salt = NULL, verifier = NULL, \
+         password_record = NULL, verifier = NULL, \
          failed_unlocks = 0, lockouts = 0, locked_until = 0 \
          WHERE id = $1 AND enrolled_at IS NOT NULL",
     )

@@ -6,7 +6,7 @@ use rand_core::OsRng;
 use shared::api::{
     EnrollRequest, LinkRequest, MessageList, OpenResponse, PatientState, UnlockRequest,
 };
-use shared::bundle::KeyBundle;
+use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::Content;
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
@@ -56,17 +56,21 @@ impl Patient {
             "the patient must not be enrolled yet"
         );
         let recipient = opened.recipient_id;
-        let salt = Salt::random(&mut OsRng);
+        let binding = SealBinding {
+            recipient,
+            salt: Salt::random(&mut OsRng),
+            kdf_params: KdfParams::MINIMUM,
+        };
         let keys = derive_password_keys(
             &Password::new(self.password).unwrap(),
-            &salt,
-            &KdfParams::MINIMUM,
+            &binding.salt,
+            &binding.kdf_params,
         )
         .unwrap();
         let request = EnrollRequest {
             link: link.into(),
-            bundle: KeyBundle::seal(&self.key, recipient, &keys.sealing, &mut OsRng).unwrap(),
-            salt,
+            bundle: KeyBundle::seal(&self.key, &binding, &keys.sealing, &mut OsRng).unwrap(),
+            salt: binding.salt,
             kdf_params: KdfParams::MINIMUM,
             verifier: keys.auth.verifier(),
         };
@@ -116,7 +120,12 @@ impl Patient {
             .json()
             .await
             .unwrap();
-        let key = bundle.unseal(opened.recipient_id, &keys.sealing).unwrap();
+        let binding = SealBinding {
+            recipient: opened.recipient_id,
+            salt,
+            kdf_params,
+        };
+        let key = bundle.unseal(&binding, &keys.sealing).unwrap();
         Unlocked {
             cookie,
             set_cookie,

@@ -199,6 +199,10 @@ impl TestRelay {
     /// clock and files, on a new port.
     pub async fn boot(&mut self, limits: Limits) {
         let store = Store::open(&self.db.url()).await.unwrap();
+        let data_key = DataKey::from_base64url(&self.data_key).unwrap();
+        crate::store::recipients::seal_plain_records(&store, &data_key)
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         self.base = format!("http://{address}");
@@ -212,7 +216,7 @@ impl TestRelay {
         };
         let state = AppState::new(
             store,
-            DataKey::from_base64url(&self.data_key).unwrap(),
+            data_key,
             settings,
             Arc::new(ConsoleProvider::new(self.outbox_file.clone())),
             self.clock.clone(),

@@ -207,12 +207,21 @@ def check_kdf(g, vectors):
     return sealing
 
 
-def check_key_bundle(g, vectors, keys, sealing):
+def kdf_params_bytes(p):
+    # KdfParams::to_bytes: 0x01 (Argon2id v0x13) || u32be(m) || u32be(t) || u32be(p)
+    assert p["algorithm"] == "argon2id-v19"
+    return b"\x01" + b"".join(p[k].to_bytes(4, "big")
+                               for k in ("memory_kib", "iterations", "parallelism"))
+
+
+def check_key_bundle(g, vectors, keys, sealing, kdf_vectors):
     for v in vectors:
         n = g.current = v["name"]
         key = sealing[v["kdf"]]
         pkcs8 = hx(keys[v["key"]][1]["private_key_pkcs8"])
-        aad = SEALED_KEY_LABEL + b"\x01" + uuid_bytes(v["recipient_id"])
+        kdf = kdf_vectors[v["kdf"]]
+        aad = SEALED_KEY_LABEL + b"\x02" + uuid_bytes(v["recipient_id"]) + hx(kdf["salt"]) \
+            + kdf_params_bytes(kdf["params"])
         g.eq(f"{n}: aad", aad.hex(), v["aad"])
         sealed = sealed_box(key, hx(v["nonce"]), aad, pkcs8)
         g.eq(f"{n}: sealed_private_key", sealed.hex(), v["sealed_private_key"])
@@ -220,9 +229,12 @@ def check_key_bundle(g, vectors, keys, sealing):
         g.eq(f"{n}: unseal", open_sealed_box(key, aad, given), pkcs8)
         g.raises(f"{n}: unseal with a flipped ciphertext bit",
                  lambda: open_sealed_box(key, aad, flip_bit(given, 20)), InvalidTag)
-        other = SEALED_KEY_LABEL + b"\x01" + b"\x00" * 16
+        other = SEALED_KEY_LABEL + b"\x02" + b"\x00" * 16 + aad[-29:]
         g.raises(f"{n}: unseal for another recipient",
                  lambda: open_sealed_box(key, other, given), InvalidTag)
+        cheaper = aad[:-8] + (1).to_bytes(4, "big") + aad[-4:]
+        g.raises(f"{n}: unseal beside other KDF parameters",
+                 lambda: open_sealed_box(key, cheaper, given), InvalidTag)
 
 
 def unwrap(keys, name, wrap, label):
@@ -345,7 +357,7 @@ def main(argv):
 
     keys = run("keys", check_keys) or {}
     sealing = run("kdf", check_kdf) or {}
-    run("key_bundle", check_key_bundle, keys, sealing)
+    run("key_bundle", check_key_bundle, keys, sealing, {k["name"]: k for k in data["kdf"]})
     run("envelope", check_envelope, keys)
     run("rewrap", check_rewrap, keys, {e["name"]: e for e in data["envelope"]})
     run("session_blob", check_session_blob, keys)
