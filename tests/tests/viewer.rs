@@ -7,8 +7,8 @@
 //! and key material; the console must show no Content-Security-Policy violation. Screenshots of
 //! every screen go to `docs/screenshots/<lang>/`. Then, playing a relay (or an attacker) that
 //! writes to the store: a tampered message becomes a notice in its place, reported once; what a
-//! message shows comes from its authenticated header; and an envelope on screen is not
-//! decrypted again.
+//! message shows comes from its authenticated header; an envelope on screen is not
+//! decrypted again; and a relay that serves cheaper KDF parameters gets no proof.
 
 use std::time::Duration;
 
@@ -183,7 +183,10 @@ impl Relay {
             key: relay::testkit::keys().patient,
             password: PASSWORD,
         };
-        patient.enroll(&self.kit, &token).await;
+        // At the viewer's parameters: it refuses to unlock anything cheaper.
+        patient
+            .enroll_with(&self.kit, &token, shared::kdf::KdfParams::DEFAULT)
+            .await;
         assert_eq!(self.rewrap_pending().await, 1);
         id
     }
@@ -750,5 +753,37 @@ async fn what_a_message_shows_comes_from_its_authenticated_header() {
     .await;
     assert_eq!(failures, ["reason=wrong_message"]);
     assert!(relay.open_failures(expired).await.is_empty());
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_serves_cheaper_parameters_gets_no_proof() {
+    let relay = Relay::start().await;
+    let phone = "+15550100005";
+    let (message, link) = relay
+        .send(phone, "Results", "[cheap] never shown", 86_400)
+        .await;
+    // Stored at the format's minimum, which the relay serves at open as it would serve any
+    // cheaper parameters it chose (issue 12, finding 7).
+    let patient = Patient {
+        key: relay::testkit::keys().patient,
+        password: PASSWORD,
+    };
+    let token = relay.kit.link_for(phone);
+    patient
+        .enroll_with(&relay.kit, &token, shared::kdf::KdfParams::MINIMUM)
+        .await;
+
+    let browser = Browser::start("en").await;
+    browser.client.goto(&link).await.unwrap();
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    let notice = browser.wait_text("unsafe security settings").await;
+    assert!(notice.contains("contact the sender"), "{notice}");
+    // The password was not used: no proof reached the relay, right or wrong.
+    let kinds = relay.kit.event_kinds(&relay.clinic.api_key, message).await;
+    for kind in ["unlocked", "unlock_failed"] {
+        assert!(!kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
     browser.finish().await;
 }

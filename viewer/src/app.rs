@@ -44,6 +44,7 @@ enum Screen {
 enum Notice {
     Wrong(u32),
     LockedOut(u64),
+    Unsafe,
     Failed,
 }
 
@@ -438,6 +439,9 @@ fn choose_view(
                 Err(FlowError::Unsupported) => {
                     screen.set(Screen::Ended(Key::UnsupportedTitle, Key::UnsupportedIntro));
                 }
+                Err(FlowError::UnsafeRelay) => {
+                    screen.set(Screen::Choose(info, Some(Key::UnsafeService)));
+                }
                 Err(_) => screen.set(Screen::Choose(info, Some(Key::SomethingWrong))),
             }
         });
@@ -512,6 +516,9 @@ fn unlock_view(
                     screen.set(ended_page(code).unwrap_or(Screen::Unlock(info, Some(notice))));
                 }
                 Err(FlowError::Api(ApiError::Network)) => screen.set(Screen::Network),
+                Err(FlowError::UnsafeRelay) => {
+                    screen.set(Screen::Unlock(info, Some(Notice::Unsafe)));
+                }
                 Err(_) => screen.set(Screen::Unlock(info, Some(Notice::Failed))),
             }
         });
@@ -528,6 +535,7 @@ fn unlock_view(
                 text(lang, Key::LockedOut),
                 text(lang, Key::Minutes)
             ),
+            Notice::Unsafe => text(lang, Key::UnsafeService).to_owned(),
             Notice::Failed => text(lang, Key::SomethingWrong).to_owned(),
         };
         view! { <p class="error" role="alert">{message}</p> }

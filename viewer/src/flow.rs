@@ -29,10 +29,12 @@ pub enum FlowError {
     /// The relay refused or failed (see the code).
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// The relay offered key-derivation parameters below the safe minimum (or absurd ones):
-    /// refused, because a weak derivation would hand it a cheaply guessable proof.
-    #[error("the relay offered unsafe key-derivation parameters")]
-    UnsafeParameters,
+    /// The relay offered key-derivation parameters cheaper than the default (or absurd ones),
+    /// refused before the password is used because a weak derivation would hand it a cheaply
+    /// guessable proof; or, after accepting the proof, a key bundle that does not open beside
+    /// the salt and parameters it served (a wrong password never gets that far).
+    #[error("the relay offered unsafe key-derivation inputs")]
+    UnsafeRelay,
     /// The browser lacks what the viewer needs (WebCrypto).
     #[error("the browser lacks WebCrypto")]
     Unsupported,
@@ -236,8 +238,8 @@ async fn yield_to_browser() {
 fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<PasswordKeys, FlowError> {
     params
         .validate_at_least(&KdfParams::DEFAULT)
-        .map_err(|_| FlowError::UnsafeParameters)?;
-    derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeParameters)
+        .map_err(|_| FlowError::UnsafeRelay)?;
+    derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeRelay)
 }
 
 /// Seals the private key for this session and stores the blob; failure to store only costs the
@@ -339,7 +341,7 @@ pub async fn unlock(
     };
     let private = bundle
         .unseal(&binding, &keys.sealing)
-        .map_err(|_| FlowError::Crypto)?;
+        .map_err(|_| FlowError::UnsafeRelay)?;
     keep_for_session(&private, &session)?;
     Ok(Unlocked {
         key: private,

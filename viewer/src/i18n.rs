@@ -155,6 +155,9 @@ pub enum Key {
     UnsupportedIntro,
     /// Generic failure.
     SomethingWrong,
+    /// The relay offered unsafe key-derivation inputs (the password was not used, or the key it
+    /// returned does not match them).
+    UnsafeService,
     /// Label of the patient's key fingerprint (to compare with the sender when asked).
     YourKey,
 }
@@ -303,6 +306,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Something went wrong. Please try again.",
             "Algo salió mal. Intente de nuevo.",
         ),
+        UnsafeService => (
+            "This service answered with unsafe security settings, so your messages were not opened. Please do not try again; contact the sender of your message.",
+            "Este servicio respondió con ajustes de seguridad inseguros, así que sus mensajes no se abrieron. No lo intente de nuevo; comuníquese con quien le envió el mensaje.",
+        ),
         YourKey => ("Your key fingerprint", "Huella de su clave"),
     };
     match lang {
@@ -396,6 +403,7 @@ mod tests {
             NoMessagesIntro,
             LockedIntro,
             UnsupportedIntro,
+            UnsafeService,
         ] {
             assert_ne!(text(Lang::En, key), text(Lang::Es, key), "{key:?}");
         }

@@ -48,8 +48,20 @@ impl Patient {
         response.json().await.unwrap()
     }
 
-    /// Enrolls with this key and password at the minimum KDF cost (to keep tests fast).
+    /// Enrolls with this key and password at the minimum KDF cost (to keep tests fast). The
+    /// real viewer refuses to unlock such an enrollment: use [`Self::enroll_with`] and
+    /// [`KdfParams::DEFAULT`] for a patient who then unlocks in a browser.
     pub async fn enroll(&self, relay: &TestRelay, link: &str) -> RecipientId {
+        self.enroll_with(relay, link, KdfParams::MINIMUM).await
+    }
+
+    /// Enrolls with this key and password at the given KDF cost.
+    pub async fn enroll_with(
+        &self,
+        relay: &TestRelay,
+        link: &str,
+        kdf_params: KdfParams,
+    ) -> RecipientId {
         let opened = Self::open(relay, link).await;
         assert!(
             matches!(opened.patient, PatientState::New { .. }),
@@ -59,7 +71,7 @@ impl Patient {
         let binding = SealBinding {
             recipient,
             salt: Salt::random(&mut OsRng),
-            kdf_params: KdfParams::MINIMUM,
+            kdf_params,
         };
         let keys = derive_password_keys(
             &Password::new(self.password).unwrap(),
@@ -71,7 +83,7 @@ impl Patient {
             link: link.into(),
             bundle: KeyBundle::seal(&self.key, &binding, &keys.sealing, &mut OsRng).unwrap(),
             salt: binding.salt,
-            kdf_params: KdfParams::MINIMUM,
+            kdf_params,
             verifier: keys.auth.verifier(),
         };
         let response = relay
