@@ -1,5 +1,6 @@
 //! The built viewer (`dist/`, release build) in headless Chromium at 390×844, against the real
-//! relay on a loopback port, in English and in Spanish: first contact, enrollment, re-wrap,
+//! relay on a loopback port, in English and in Spanish: first contact, a password the strength
+//! estimator refuses, enrollment, re-wrap,
 //! reading, re-open within the session, lock, unlock, wrong password, lockout, remote wipe,
 //! a link of the older path form, reload, leaving the page (which ends the session), revoked,
 //! expired, unknown link, network error and unsupported browser. Links are opened as texted:
@@ -318,6 +319,33 @@ async fn journey(lang: &str, phone: &str) {
         "the link token is removed from the address bar"
     );
     browser.screenshot(&shot("01-choose-password")).await;
+
+    // A password the estimator (zxcvbn, in its worker) calls weak: the meter says so and
+    // enrollment refuses it, in the patient's language.
+    let (weak_label, refused) = match lang {
+        "es" => ("Débil", "demasiado fácil de adivinar"),
+        _ => ("Weak", "too easy to guess"),
+    };
+    browser.fill("#new-password", "Riverside2026").await;
+    let meter = wait_until(Duration::from_secs(60), "the meter's estimate", || async {
+        let text = browser
+            .client
+            .find(fantoccini::Locator::Id("strength"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.starts_with(weak_label).then_some(text)
+    })
+    .await;
+    assert!(meter.starts_with(weak_label), "{meter}");
+    browser.screenshot(&shot("01b-weak-password")).await;
+    browser.fill("#confirm-password", "Riverside2026").await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text(refused).await;
+    assert_eq!(relay.rewrap_pending().await, 0, "nothing was enrolled");
+
     browser.fill("#new-password", PASSWORD).await;
     browser.fill("#confirm-password", PASSWORD).await;
     browser.click("button[type=submit]").await;

@@ -19,8 +19,9 @@ use wasm_bindgen::JsValue;
 
 use crate::api::{self, ApiError};
 use crate::flow::{self, Entry, FlowError, Inbox, Step, Unlocked};
-use crate::i18n::{Key, Lang, MIN_PASSWORD_CHARS, Strength, strength, text};
+use crate::i18n::{Key, Lang, text};
 use crate::lifecycle;
+use crate::strength::{Estimator, MIN_PASSWORD_CHARS, Strength, page_words};
 
 /// How often an open page checks that its session still exists (remote wipe) and whether
 /// messages awaiting the sender's re-wrap have arrived.
@@ -402,14 +403,41 @@ fn choose_view(
     let second: NodeRef<Input> = NodeRef::new();
     let meter = RwSignal::new(Strength::TooShort);
     let organisation = info.organisation_name.clone();
+    // Started now, so that its download overlaps the patient's reading and typing.
+    let estimator = StoredValue::new_local(Estimator::start().ok());
+    let words = StoredValue::new(page_words(&info.organisation_name));
+    // Each keystroke's estimate applies only if no later keystroke came before it.
+    let typed_generation = StoredValue::new(0u32);
+    let on_input = move |_| {
+        let value = zeroize::Zeroizing::new(first.get().map(|f| f.value()).unwrap_or_default());
+        let generation = typed_generation.get_value().wrapping_add(1);
+        typed_generation.set_value(generation);
+        if value.chars().count() < MIN_PASSWORD_CHARS {
+            meter.set(Strength::TooShort);
+            return;
+        }
+        meter.set(Strength::Checking);
+        let Some(estimator) = estimator.get_value() else {
+            return;
+        };
+        spawn_local(async move {
+            let rated = estimator.rate(&value, &words.get_value()).await;
+            if let Ok(rated) = rated
+                && typed_generation.get_value() == generation
+            {
+                meter.set(rated);
+            }
+        });
+    };
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         let typed = zeroize::Zeroizing::new(take_password(first));
         let again = zeroize::Zeroizing::new(take_password(second));
+        typed_generation.set_value(typed_generation.get_value().wrapping_add(1));
         meter.set(Strength::TooShort);
         let problem = if *typed != *again {
             Some(Key::PasswordsDiffer)
-        } else if strength(&typed) == Strength::TooShort {
+        } else if typed.chars().count() < MIN_PASSWORD_CHARS {
             Some(Key::StrengthTooShort)
         } else {
             None
@@ -418,15 +446,26 @@ fn choose_view(
             screen.set(Screen::Choose(info.clone(), problem));
             return;
         }
-        let Ok(password) = Password::new(&typed) else {
-            return;
-        };
         let info = info.clone();
         let Some(token) = link.get_value() else {
             return;
         };
-        screen.set(Screen::Working(Key::StepDeriving));
+        let estimator = estimator.get_value();
         spawn_local(async move {
+            let verdict = match estimator {
+                Some(estimator) => estimator.rate(&typed, &words.get_value()).await,
+                None => Err(crate::strength::Unavailable),
+            };
+            match verdict {
+                Ok(verdict) if verdict.accepted() => {}
+                Ok(_) => return screen.set(Screen::Choose(info, Some(Key::StrengthRefused))),
+                Err(_) => return screen.set(Screen::Choose(info, Some(Key::StrengthUnavailable))),
+            }
+            let Ok(password) = Password::new(&typed) else {
+                return;
+            };
+            drop(typed);
+            screen.set(Screen::Working(Key::StepDeriving));
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
             match flow::enroll(&token, &info, password, progress).await {
                 Ok(result) => {
@@ -458,7 +497,7 @@ fn choose_view(
                 <input id="new-password" name="new-password" type="password" autocomplete="new-password"
                     autofocus required minlength=MIN_PASSWORD_CHARS node_ref=first
                     aria-describedby="strength"
-                    on:input=move |_| meter.set(first.get().map(|f| strength(&f.value())).unwrap_or(Strength::TooShort)) />
+                    on:input=on_input />
                 <p id="strength" class="strength" aria-live="polite"
                     data-level=move || format!("{:?}", meter.get()).to_lowercase()>
                     {move || text(lang, meter.get().key())}

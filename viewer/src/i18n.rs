@@ -58,6 +58,8 @@ pub enum Key {
     NewPassword,
     /// Confirmation field label.
     ConfirmPassword,
+    /// Strength meter: the estimate is on its way.
+    StrengthChecking,
     /// Strength meter: too short.
     StrengthTooShort,
     /// Strength meter: weak.
@@ -66,6 +68,10 @@ pub enum Key {
     StrengthFair,
     /// Strength meter: strong.
     StrengthStrong,
+    /// Enrollment refused: the estimator calls the password weak.
+    StrengthRefused,
+    /// Enrollment refused: the estimator did not load.
+    StrengthUnavailable,
     /// Passwords differ.
     PasswordsDiffer,
     /// Create button.
@@ -186,6 +192,7 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Contraseña nueva (mínimo 10 caracteres)",
         ),
         ConfirmPassword => ("Type the password again", "Escriba la contraseña otra vez"),
+        StrengthChecking => ("Checking strength…", "Comprobando la seguridad…"),
         StrengthTooShort => ("Too short", "Demasiado corta"),
         StrengthWeak => (
             "Weak: add more words or characters",
@@ -193,6 +200,14 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
         ),
         StrengthFair => ("Fair", "Aceptable"),
         StrengthStrong => ("Strong", "Fuerte"),
+        StrengthRefused => (
+            "This password is too easy to guess. Add more words, or use words that do not belong together.",
+            "Esta contraseña es demasiado fácil de adivinar. Agregue más palabras, o use palabras que no tengan relación entre sí.",
+        ),
+        StrengthUnavailable => (
+            "The password check could not load. Check your connection and try again.",
+            "No se pudo cargar la comprobación de la contraseña. Revise su conexión e intente de nuevo.",
+        ),
         PasswordsDiffer => (
             "The two passwords are not the same.",
             "Las dos contraseñas no son iguales.",
@@ -318,64 +333,6 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
     }
 }
 
-/// How strong a candidate password looks. A coarse guide for the patient, not a guarantee:
-/// Argon2id does the real work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Strength {
-    /// Below the minimum length: refused.
-    TooShort,
-    /// Long enough but guessable.
-    Weak,
-    /// Reasonable.
-    Fair,
-    /// Long and varied.
-    Strong,
-}
-
-/// Minimum password length accepted at enrollment.
-pub const MIN_PASSWORD_CHARS: usize = 10;
-
-/// Rates a password by length and character variety.
-pub fn strength(password: &str) -> Strength {
-    let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Strength::TooShort;
-    }
-    let classes = [
-        password.chars().any(char::is_lowercase),
-        password.chars().any(char::is_uppercase),
-        password.chars().any(|c| c.is_ascii_digit()),
-        password.chars().any(|c| !c.is_alphanumeric()),
-    ]
-    .into_iter()
-    .filter(|&present| present)
-    .count();
-    let distinct = {
-        let mut seen: Vec<char> = password.chars().collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen.len()
-    };
-    match (chars, classes, distinct) {
-        (_, _, d) if d < 5 => Strength::Weak,
-        (16.., 2.., _) | (12.., 3.., _) => Strength::Strong,
-        (12.., _, _) | (_, 3.., _) => Strength::Fair,
-        _ => Strength::Weak,
-    }
-}
-
-impl Strength {
-    /// The label for the meter.
-    pub fn key(self) -> Key {
-        match self {
-            Self::TooShort => Key::StrengthTooShort,
-            Self::Weak => Key::StrengthWeak,
-            Self::Fair => Key::StrengthFair,
-            Self::Strong => Key::StrengthStrong,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,18 +361,10 @@ mod tests {
             LockedIntro,
             UnsupportedIntro,
             UnsafeService,
+            StrengthRefused,
+            StrengthUnavailable,
         ] {
             assert_ne!(text(Lang::En, key), text(Lang::Es, key), "{key:?}");
         }
-    }
-
-    #[test]
-    fn strength_grows_with_length_and_variety() {
-        assert_eq!(strength("short"), Strength::TooShort);
-        assert_eq!(strength("aaaaaaaaaaaa"), Strength::Weak);
-        assert_eq!(strength("abcdefghij"), Strength::Weak);
-        assert_eq!(strength("correct horse"), Strength::Fair);
-        assert_eq!(strength("correct horse battery"), Strength::Strong);
-        assert_eq!(strength("Tr0ub4dor&3x"), Strength::Strong);
     }
 }

@@ -7,6 +7,7 @@
 //! - [`keygen`]: RSA key pair generation through WebCrypto.
 //! - [`lifecycle`]: the link token from the address, and the end of the session on leaving.
 //! - [`vault`]: the session blob in sessionStorage, the only thing ever stored.
+//! - [`strength`]: the enrollment's password policy and its zxcvbn estimator (a web worker).
 //! - [`i18n`]: every text in English and Spanish.
 #![deny(missing_docs)]
 
@@ -16,4 +17,5 @@ pub mod flow;
 pub mod i18n;
 pub mod keygen;
 pub mod lifecycle;
+pub mod strength;
 pub mod vault;
