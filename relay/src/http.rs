@@ -13,27 +13,60 @@ use serde::de::DeserializeOwned;
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// A JSON body whose rejections become [`AppError`]s.
+/// A JSON body whose rejections become [`AppError`]s: `400 bad_request` when the body is not
+/// JSON or lacks the JSON content type, `413 body_too_large` over the limit, `422 invalid`
+/// (`field` `body`) when it is JSON of the wrong shape.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// `application/json`, or any `application/...+json`, with or without parameters.
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json_content_type(req.headers()) {
+            return Err(AppError::BadRequest(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::BodyTooLarge
+                } else {
+                    AppError::BadRequest(e.body_text())
+                }
+            })?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(e)) => Err(AppError::invalid("body", e.body_text())),
+            // serde_json reports some type errors as syntax errors (an enum given a number,
+            // say): a body that is valid JSON is of the wrong shape, not malformed.
+            Err(JsonRejection::JsonSyntaxError(e))
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
+            {
+                Err(AppError::invalid("body", e.body_text()))
+            }
             Err(JsonRejection::JsonSyntaxError(_)) => {
                 Err(AppError::BadRequest("body is not valid JSON".into()))
-            }
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(AppError::BadRequest(
-                "expected Content-Type: application/json".into(),
-            )),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(AppError::BodyTooLarge)
             }
             Err(other) => Err(AppError::BadRequest(other.body_text())),
         }
@@ -137,4 +170,26 @@ pub fn request_span(req: &Request) -> tracing::Span {
 /// A plain 204 No Content.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert!(!is_json_content_type(&headers));
+        for (value, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/merge-patch+json", true),
+            ("text/plain", false),
+            ("application/jsonx", false),
+            ("text/json", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json_content_type(&headers), json, "{value}");
+        }
+    }
 }

@@ -41,6 +41,13 @@ pub async fn request_deadline(limit: Duration, request: Request, next: Next) -> 
     }
 }
 
+/// The largest request head (request line and headers) the relay reads: a few cookies and an
+/// `Authorization` header need well under 1 KiB, so 16 KiB leaves room for proxies' headers.
+/// A longer head is answered `431 Request Header Fields Too Large` (by hyper, without a JSON
+/// body) and the connection is closed; hyper's default would buffer about 400 KiB per
+/// connection.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (for at most 5 seconds).
 pub async fn serve(
@@ -53,7 +60,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Take a slot before accepting: beyond the cap, clients wait in the listen backlog

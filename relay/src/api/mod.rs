@@ -27,7 +27,7 @@ use crate::state::AppState;
                        `{\"error\": code, \"message\": text}` (see `ErrorBody`). Prose and \
                        examples: docs/API.md."
     ),
-    modifiers(&SecuritySchemes, &CommonResponses),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "sender", description = "Organisations submit sealed messages and follow them."),
         (name = "viewer", description = "The patient's browser: open, enroll, unlock, read."),
@@ -64,7 +64,8 @@ impl Modify for SecuritySchemes {
 
 /// The answers any route can give without its handler running: a body the JSON extractor
 /// refuses, one over the size limit, and a database outage. Added to every operation that does
-/// not document them itself, so the document lists every status a client can see.
+/// not document them itself, so the document lists every status a client can see. It must run
+/// on the merged document ([`routes`]): as an `ApiDoc` modifier it would see no paths yet.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -127,12 +128,14 @@ impl Modify for CommonResponses {
 
 /// Every API route, and the OpenAPI document that describes exactly those routes.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sender::routes())
         .merge(viewer::routes())
         .merge(sms_callback::routes())
         .merge(ops::routes())
-        .split_for_parts()
+        .split_for_parts();
+    CommonResponses.modify(&mut document);
+    (router, document)
 }
 
 /// The OpenAPI document alone (for tests and `relay openapi`).
