@@ -40,9 +40,15 @@ impl TestDb {
 
     /// The URL the relay opens (`RELAY_DATABASE_URL`).
     pub fn url(&self) -> String {
+        self.url_on_port(5432)
+    }
+
+    /// The URL through another port of the loopback address (a [`super::DatabaseProxy`]);
+    /// SQLite ignores the port.
+    pub fn url_on_port(&self, port: u16) -> String {
         match self {
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Self::Postgres(name) => format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            Self::Postgres(name) => format!("postgres://postgres@127.0.0.1:{port}/{name}"),
         }
     }
 

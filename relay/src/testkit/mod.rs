@@ -3,8 +3,9 @@
 //! random loopback port ([`TestRelay`]), a fresh SQLite file or PostgreSQL database per test
 //! ([`TestDb`]), the fixed keys of the protocol vectors ([`keys`]), messages sealed as the
 //! sender tooling seals them ([`seal`]), the patient's side played with `shared` as the viewer
-//! plays it ([`Patient`]), deadline-bounded polling ([`wait_until`]) and the check of every
-//! answer against the generated OpenAPI document ([`Contract`]).
+//! plays it ([`Patient`]), deadline-bounded polling ([`wait_until`]), a PostgreSQL connection
+//! that can be cut ([`DatabaseProxy`]) and the check of every answer against the generated
+//! OpenAPI document ([`Contract`]).
 //!
 //! It lives in the relay crate because it boots the relay: a separate crate would need the
 //! relay as a dependency while the relay's own tests need it as a dev-dependency, a cycle Cargo
@@ -15,6 +16,7 @@ mod contract;
 mod db;
 mod fixtures;
 mod patient;
+mod proxy;
 mod server;
 mod wait;
 
@@ -22,5 +24,6 @@ pub use contract::Contract;
 pub use db::{POSTGRES_ADMIN_URL, TestDb};
 pub use fixtures::{Keys, content, header, keys, seal};
 pub use patient::{Patient, Unlocked};
+pub use proxy::DatabaseProxy;
 pub use server::{START, Sender, TestRelay, TestRelayBuilder};
 pub use wait::{wait_for, wait_until};

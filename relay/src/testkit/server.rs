@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::contract::Contract;
 use super::db::TestDb;
 use super::fixtures::{header, keys, seal};
+use super::proxy::DatabaseProxy;
 
 /// The manual clock's starting time (Unix seconds, in 2027).
 pub const START: i64 = 1_800_000_000;
@@ -35,6 +36,7 @@ pub struct TestRelayBuilder {
     viewer_dir: Option<PathBuf>,
     twilio_token: Option<String>,
     tls: bool,
+    database_outages: bool,
 }
 
 impl TestRelayBuilder {
@@ -70,6 +72,18 @@ impl TestRelayBuilder {
         self
     }
 
+    /// Reaches PostgreSQL through a [`DatabaseProxy`] the test can cut
+    /// ([`TestRelay::database_proxy`]).
+    pub fn database_outages(mut self) -> Self {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "only PostgreSQL has a server to lose"
+        );
+        self.database_outages = true;
+        self
+    }
+
     /// Accept Twilio status callbacks signed with this auth token.
     pub fn twilio_token(mut self, token: &str) -> Self {
         self.twilio_token = Some(token.to_owned());
@@ -91,6 +105,10 @@ impl TestRelayBuilder {
             placeholder
         });
         let (_, data_key) = DataKey::generate_encoded(&mut OsRng);
+        let database_proxy = match self.database_outages {
+            true => Some(DatabaseProxy::start(([127, 0, 0, 1], 5432).into()).await),
+            false => None,
+        };
         let mut relay = TestRelay {
             base: String::new(),
             metrics_base: String::new(),
@@ -105,6 +123,7 @@ impl TestRelayBuilder {
             twilio_token: self.twilio_token,
             tls: self.tls,
             contract: Arc::new(Contract::new()),
+            database_proxy,
             server: None,
             metrics_server: None,
         };
@@ -167,6 +186,8 @@ pub struct TestRelay {
     tls: bool,
     /// The generated API description every [`TestRelay::call`] answer is checked against.
     pub contract: Arc<Contract>,
+    /// The cuttable connection to PostgreSQL ([`TestRelayBuilder::database_outages`]).
+    pub database_proxy: Option<DatabaseProxy>,
     server: Option<Server>,
     metrics_server: Option<Server>,
 }
@@ -187,6 +208,7 @@ impl TestRelay {
             viewer_dir: None,
             twilio_token: None,
             tls: false,
+            database_outages: false,
         }
     }
 
@@ -198,7 +220,7 @@ impl TestRelay {
     /// Starts the server (again, after [`TestRelay::stop`]) on the same database, data key,
     /// clock and files, on a new port.
     pub async fn boot(&mut self, limits: Limits) {
-        let store = Store::open(&self.db.url()).await.unwrap();
+        let store = Store::open(&self.store_url()).await.unwrap();
         let data_key = DataKey::from_base64url(&self.data_key).unwrap();
         crate::store::recipients::seal_plain_records(&store, &data_key)
             .await
@@ -236,12 +258,20 @@ impl TestRelay {
     /// provider and no HTTP listener: for outage and multi-instance tests.
     pub async fn instance(&self, sms: Arc<dyn SmsProvider>) -> AppState {
         AppState::new(
-            Store::open(&self.db.url()).await.unwrap(),
+            Store::open(&self.store_url()).await.unwrap(),
             DataKey::from_base64url(&self.data_key).unwrap(),
             self.state().settings().clone(),
             sms,
             self.clock.clone(),
         )
+    }
+
+    /// The database URL the relay opens: through the proxy when there is one.
+    fn store_url(&self) -> String {
+        match &self.database_proxy {
+            Some(proxy) => self.db.url_on_port(proxy.port()),
+            None => self.db.url(),
+        }
     }
 
     /// Stops the server, waits for it to finish and closes the database.
