@@ -23,6 +23,19 @@ ensure_vector_venv() {
   echo "${VECTOR_REQUIREMENTS[*]}" > "$stamp"
 }
 
+SCHEMATHESIS_VENV="${SECURETEXT_CACHE}/schemathesis-venv"
+
+# The Python environment of scripts/schemathesis, exactly as pinned in its requirements file.
+ensure_schemathesis_venv() {
+  local requirements="scripts/schemathesis-requirements.txt" stamp="${SCHEMATHESIS_VENV}/.requirements"
+  if [[ -f "$stamp" ]] && cmp -s "$stamp" "$requirements"; then
+    return 0
+  fi
+  python3 -m venv "${SCHEMATHESIS_VENV}"
+  "${SCHEMATHESIS_VENV}/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+}
+
 # Runs a command as root, through sudo when not already root.
 sudo_if_needed() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
