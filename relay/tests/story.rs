@@ -932,6 +932,30 @@ async fn wrong_passwords_lock_out(backend: Backend) {
     let session: Value = response.json().await.unwrap();
     assert_eq!(session["recipient_id"], scene.recipient().to_string());
     assert!(session["relay_half"].as_str().unwrap().len() == 43);
+
+    // The audit names the failures since the last success or lockout, and the total of wrong
+    // guesses against this password, which neither a lockout nor a success restarts.
+    let response = scene.unlock("wrong again").await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["attempts_left"], 4, "the success reset the count");
+    let details: Vec<String> = audit(relay, scene.key())
+        .await
+        .into_iter()
+        .filter(|e| e.kind == AuditKind::UnlockFailed)
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "failures=1 total=1",
+            "failures=2 total=2",
+            "failures=3 total=3",
+            "failures=4 total=4",
+            "failures=5 total=5",
+            "failures=1 total=6",
+        ]
+    );
     scene.finish().await;
 }
 

@@ -508,3 +508,79 @@ fn refusal(id: MessageId, error: &RelayError) -> AgentEvent {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of `--json` agent events names every event the agent emits, under the
+    /// tag it is serialised with.
+    #[test]
+    fn every_event_is_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let message_id = MessageId::from_bytes([1; 16]);
+        let recipient_id = RecipientId::from_bytes([2; 16]);
+        let fingerprint = Fingerprint::from_bytes([3; 32]);
+        let events = [
+            AgentEvent::Rewrapped {
+                message_id,
+                recipient_id,
+                fingerprint,
+                newly_pinned: false,
+            },
+            AgentEvent::KeyChangeHeld {
+                message_id,
+                recipient_id,
+                pinned: fingerprint,
+                offered: fingerprint,
+            },
+            AgentEvent::RecipientChangeHeld {
+                message_id,
+                recipient_id,
+                offered_recipient_id: recipient_id,
+                offered: fingerprint,
+            },
+            AgentEvent::KeyChangeAutoApproved {
+                recipient_id,
+                previous: fingerprint,
+                approved: fingerprint,
+            },
+            AgentEvent::NotRecorded { message_id },
+            AgentEvent::Alarm {
+                message_id,
+                reason: String::new(),
+            },
+            AgentEvent::Ended { message_id },
+            AgentEvent::Deferred {
+                message_id,
+                reason: String::new(),
+            },
+        ];
+        for event in &events {
+            // A new variant fails to compile here until it is added above (and to the README).
+            match event {
+                AgentEvent::Rewrapped { .. }
+                | AgentEvent::KeyChangeHeld { .. }
+                | AgentEvent::RecipientChangeHeld { .. }
+                | AgentEvent::KeyChangeAutoApproved { .. }
+                | AgentEvent::NotRecorded { .. }
+                | AgentEvent::Alarm { .. }
+                | AgentEvent::Ended { .. }
+                | AgentEvent::Deferred { .. } => {}
+            }
+            let value = serde_json::to_value(event).unwrap();
+            let tag = value["event"].as_str().unwrap();
+            assert!(
+                readme.contains(&format!("| `{tag}` |")),
+                "sender/README.md does not document agent event `{tag}`"
+            );
+            for key in value.as_object().unwrap().keys().filter(|k| *k != "event") {
+                let row = readme
+                    .lines()
+                    .find(|line| line.starts_with(&format!("| `{tag}` |")))
+                    .unwrap();
+                assert!(row.contains(&format!("`{key}`")), "`{tag}` lacks `{key}`");
+            }
+        }
+    }
+}

@@ -12,7 +12,8 @@
 //! {"version": 1, "messages": {"<message uuid>": {
 //!    "digest": hex64, "recipient_id": uuid | null, "first_contact": bool,
 //!    "created_at": i64, "expires_at": i64, "state": "submitting" | "accepted" | "unrecorded",
-//!    "phone_hash": hex64 | null (see crate::pins),
+//!    "phone_hash": hex64 | null (keyed, see crate::pins; salted in records written before
+//!                 pins.json version 2, replaced when the number's binding migrates),
 //!    "wraps": [{"wrap": {role, key_fingerprint, wrapped_key}, "uploaded": bool}],
 //!    "alarm": null | "reason"}}}
 //!
@@ -203,6 +204,22 @@ impl Journal {
                 .get_mut(&id)
                 .ok_or_else(|| Error::Input(format!("message {id} is not in the journal")))?;
             Ok(change(record))
+        })
+    }
+
+    /// Replaces each record's phone hash found in `replacements` by the one it maps to (the
+    /// migration of `pins.json`'s salted phone hashes to keyed ones, see [`crate::pins`]).
+    pub(crate) fn replace_phone_hashes(
+        &self,
+        replacements: &BTreeMap<PhoneHash, PhoneHash>,
+    ) -> Result<(), Error> {
+        self.update(|file| {
+            for record in file.messages.values_mut() {
+                if let Some(new) = record.phone_hash.as_ref().and_then(|h| replacements.get(h)) {
+                    record.phone_hash = Some(new.clone());
+                }
+            }
+            Ok(())
         })
     }
 

@@ -5,7 +5,9 @@
 //! ```text
 //! config.json            relay URL, organisation id, API key           (crate::config)
 //! organisation-key.json  the sealed organisation key file             (shared::keyfile)
-//! pins.json              recipient id -> pinned key fingerprint        (crate::pins)
+//! pins.json              recipient id -> pinned key fingerprint,       (crate::pins)
+//!                        keyed phone hash -> recipient id first seen
+//! phone-hash.key         the key of those phone hashes (hex)           (crate::pins)
 //! messages.json          journal of this host's sends and re-wraps     (crate::journal)
 //! audit-anchor.json      last audit event verified                     (crate::audit)
 //! *.lock                 lock files serialising read-modify-write of the files above
@@ -90,6 +92,12 @@ impl StateDir {
     /// `pins.json`.
     pub fn pins_file(&self) -> PathBuf {
         self.path.join("pins.json")
+    }
+
+    /// `phone-hash.key`: the key of the phone hashes in `pins.json` and the journal, kept out
+    /// of both so that neither alone can test phone numbers.
+    pub fn phone_hash_key_file(&self) -> PathBuf {
+        self.path.join("phone-hash.key")
     }
 
     /// `messages.json`.
@@ -210,25 +218,29 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_private(path, text.as_bytes())
 }
 
-/// The format version every state file is at. A file of another version is refused rather
-/// than guessed at: a newer tool may have written it with a meaning this one does not know.
+/// The format version state files are at unless they say otherwise ([`Versioned::VERSION`]).
+/// A file of another version is refused rather than guessed at: a newer tool may have written
+/// it with a meaning this one does not know.
 pub(crate) const STATE_VERSION: u8 = 1;
 
 /// A JSON state file that carries its format version (`"version": 1`).
 pub(crate) trait Versioned {
+    /// The version this tool reads and writes.
+    const VERSION: u8 = STATE_VERSION;
+
     /// The version the file declares.
     fn version(&self) -> u8;
 }
 
 /// Reads a versioned state file; `Ok(None)` if it does not exist. A version other than
-/// [`STATE_VERSION`] is refused.
+/// [`Versioned::VERSION`] is refused.
 pub(crate) fn read_versioned<T>(path: &Path) -> Result<Option<T>, Error>
 where
     T: Versioned + serde::de::DeserializeOwned,
 {
     let file: Option<T> = read_json(path)?;
     if let Some(version) = file.as_ref().map(Versioned::version)
-        && version != STATE_VERSION
+        && version != T::VERSION
     {
         return Err(Error::StateFile {
             path: path.to_owned(),

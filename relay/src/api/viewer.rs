@@ -334,7 +334,9 @@ async fn unlock(
         recipients::set_unlock_state(&mut tx, recipient.id, &unlock).await?;
         address_counter.record_failure(&limits.address_lockout(), now);
         throttle::put(&mut tx, &address, address_counter, now).await?;
-        let detail = format!("failures={}", recipient.unlock.count + 1);
+        let total = recipients::count_wrong_guess(&mut tx, recipient.id).await?;
+        // `failures` restarts with each lockout and success; `total` does not (docs/API.md).
+        let detail = format!("failures={} total={total}", recipient.unlock.count + 1);
         let record = Record::message(
             message.organisation_id,
             AuditKind::UnlockFailed,

@@ -185,7 +185,8 @@ pub async fn enroll(
     };
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = $1, public_key = $2, fingerprint = $3, \
-         password_record = $4, verifier = $5, failed_unlocks = 0, lockouts = 0, locked_until = 0 \
+         password_record = $4, verifier = $5, failed_unlocks = 0, lockouts = 0, locked_until = 0, \
+         wrong_guesses = 0 \
          WHERE id = $6 AND enrolled_at IS NULL",
     )
     .bind(enrollment.enrolled_at)
@@ -247,13 +248,27 @@ pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> Stor
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = NULL, public_key = NULL, fingerprint = NULL, \
          password_record = NULL, verifier = NULL, \
-         failed_unlocks = 0, lockouts = 0, locked_until = 0 \
+         failed_unlocks = 0, lockouts = 0, locked_until = 0, wrong_guesses = 0 \
          WHERE id = $1 AND enrolled_at IS NOT NULL",
     )
     .bind(id.to_string())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Counts one wrong proof against the patient's current password and returns the total so
+/// far. Unlike the lockout counter it survives lockouts and successes (only a new password
+/// resets it), so that the audit can show how many guesses a password has withstood.
+pub async fn count_wrong_guess(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<u32> {
+    let counted = sqlx::query(
+        "UPDATE recipients SET wrong_guesses = wrong_guesses + 1 WHERE id = $1 \
+         RETURNING wrong_guesses",
+    )
+    .bind(id.to_string())
+    .fetch_one(conn)
+    .await?;
+    row::count(&counted, "wrong_guesses")
 }
 
 /// Stores the patient's failure counter.
