@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::sms::{OutgoingSms, SmsError};
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
-use crate::store::{StoreResult, messages, outbox, sessions, throttle};
+use crate::store::{StoreResult, messages, outbox, row_keys, sessions, throttle};
 
 /// Pause before a crashed job is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -165,7 +165,11 @@ pub async fn run_purge(state: AppState, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Expires due messages (purging their ciphertext), purges revoked ciphertext, ends stale
-/// sessions (destroying their relay halves) and forgets old throttle counters.
+/// sessions (destroying their relay halves), deletes the row keys of every ended message and
+/// session and forgets old throttle counters; then, if any row key went (or an earlier scrub is
+/// owed), scrubs the database files ([`row_keys::scrub`]). So whatever was revoked, logged out, wiped, expired or timed out
+/// before a run is unrecoverable from the database files when the run ends: this is the bound
+/// the threat model states (one purge interval).
 pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let now = state.now();
     let idle = seconds(state.settings().limits.session_idle);
@@ -178,10 +182,12 @@ pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let revoked = messages::purge_revoked(&mut tx).await?;
     outbox::cancel_for_ended_messages(&mut tx, now).await?;
     let sessions = sessions::end_stale(&mut tx, now, idle).await?;
+    let keys = row_keys::delete_ended(&mut tx).await?;
     throttle::prune(&mut tx, now - 86_400).await?;
     tx.commit().await?;
-    if !expired.is_empty() || revoked > 0 || sessions > 0 {
-        tracing::info!(expired = expired.len(), revoked, sessions, "purged");
+    state.store().scrub_if_needed(keys).await?;
+    if !expired.is_empty() || revoked > 0 || sessions > 0 || keys > 0 {
+        tracing::info!(expired = expired.len(), revoked, sessions, keys, "purged");
     }
     Ok(())
 }

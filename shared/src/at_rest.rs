@@ -25,6 +25,20 @@
 //! opens it is right) are readable only with the data key, and the stored verifier cannot be
 //! compared with a guess's verifier without it.
 //!
+//! # Row keys (crypto-shredding)
+//! ```text
+//! row key    = 32 random bytes, one per purgeable row, stored in the relay's row-key table
+//! sealed     = 0x01 || nonce[12] || AES-256-GCM(row key, nonce,
+//!                  aad = "securetext/v1/row-key" || 0x00 || purpose || 0x00 || row id, value)
+//! ```
+//! A database keeps old versions of a row in places the relay cannot overwrite (PostgreSQL's
+//! dead tuples and free space, a SQLite WAL before its checkpoint). A field the relay must be
+//! able to erase is therefore stored sealed under a key of its own, and erasing it means
+//! deleting that small key row, which the relay can then scrub from the table's files; any
+//! copy of the sealed field left behind is useless. The fields sealed this way are already
+//! end-to-end ciphertext (envelopes) or already sealed with the data key (relay halves), so a
+//! row key never opens message content.
+//!
 //! # Invariants
 //! - A sealed field opens only under the purpose it was sealed for.
 //! - Lookups are deterministic (so the relay can find a recipient by phone number) but useless
@@ -201,10 +215,111 @@ impl DataKey {
     }
 }
 
+/// Domain label of the associated data of fields sealed under a [`RowKey`].
+const ROW_KEY_LABEL: &[u8] = b"securetext/v1/row-key";
+
+/// Length of a [`RowKey`] in bytes.
+pub const ROW_KEY_LEN: usize = 32;
+
+/// The random key of one purgeable database row (see the module's "Row keys").
+#[derive(Debug)]
+pub struct RowKey(SecretBytes<ROW_KEY_LEN>);
+
+impl RowKey {
+    /// A fresh random key, for a new row.
+    pub fn random(rng: &mut impl CryptoRngCore) -> Self {
+        Self(SecretBytes::random(rng))
+    }
+
+    /// The key as stored in the row-key table.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let bytes: [u8; ROW_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| Error::malformed("row key", "wrong length"))?;
+        Ok(Self(SecretBytes::new(bytes)))
+    }
+
+    /// The bytes to store in the row-key table (and nowhere else).
+    pub fn expose(&self) -> &[u8; ROW_KEY_LEN] {
+        self.0.expose()
+    }
+
+    /// Seals `value`, the `purpose` field of the row `row_id`.
+    pub fn seal(
+        &self,
+        purpose: &str,
+        row_id: &str,
+        value: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Vec<u8> {
+        seal_box(
+            self.0.expose(),
+            &random_nonce(rng),
+            &row_aad(purpose, row_id),
+            value,
+        )
+    }
+
+    /// Opens the `purpose` field of the row `row_id`; a field of another row or purpose, or
+    /// an altered one, is [`Error::DecryptionFailed`].
+    pub fn open(
+        &self,
+        purpose: &str,
+        row_id: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        open_box(self.0.expose(), &row_aad(purpose, row_id), sealed)
+    }
+}
+
+/// `"securetext/v1/row-key" || 0x00 || purpose || 0x00 || row id`: binds a sealed field to its
+/// row and column, so a field copied into another row does not open there.
+fn row_aad(purpose: &str, row_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(ROW_KEY_LABEL.len() + purpose.len() + row_id.len() + 2);
+    aad.extend_from_slice(ROW_KEY_LABEL);
+    aad.push(0);
+    aad.extend_from_slice(purpose.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(row_id.as_bytes());
+    aad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_core::OsRng;
+
+    #[test]
+    fn row_keys_open_only_their_own_row_and_purpose() {
+        let key = RowKey::random(&mut OsRng);
+        let sealed = key.seal("envelope", "row-1", b"ciphertext", &mut OsRng);
+        let again = RowKey::from_bytes(key.expose()).unwrap();
+        assert_eq!(
+            &again.open("envelope", "row-1", &sealed).unwrap()[..],
+            b"ciphertext"
+        );
+        assert_eq!(
+            key.open("envelope", "row-2", &sealed),
+            Err(Error::DecryptionFailed)
+        );
+        assert_eq!(
+            key.open("relay-half", "row-1", &sealed),
+            Err(Error::DecryptionFailed)
+        );
+        let other = RowKey::random(&mut OsRng);
+        assert_eq!(
+            other.open("envelope", "row-1", &sealed),
+            Err(Error::DecryptionFailed)
+        );
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert_eq!(
+            key.open("envelope", "row-1", &flipped),
+            Err(Error::DecryptionFailed)
+        );
+        assert!(RowKey::from_bytes(&[0; 31]).is_err());
+        assert!(format!("{key:?}").contains("[redacted]"));
+    }
 
     #[test]
     fn seal_open_and_lookup() {

@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 use shared::envelope::{Content, Envelope};
 use shared::ids::{MessageId, RecipientId};
 use shared::keys::PrivateKey;
-use sqlx::Row;
 
 const PASSWORD: &str = "Maple syrup 2026!";
 
@@ -193,23 +192,23 @@ impl Relay {
     }
 
     /// Rewrites the stored envelope of message `id`, as a malicious relay or anyone with write
-    /// access to its database could.
+    /// access to its database (and its row keys) could.
     async fn rewrite_envelope(&self, id: MessageId, change: impl FnOnce(&mut Envelope)) {
         let mut conn = self.kit.state().store().conn().await.unwrap();
-        let row = sqlx::query("SELECT envelope FROM messages WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_one(&mut *conn)
+        let stored = relay::store::messages::get(&mut conn, id)
             .await
+            .unwrap()
             .unwrap();
-        let mut envelope: Envelope =
-            serde_json::from_str(&row.try_get::<String, _>("envelope").unwrap()).unwrap();
+        let mut envelope = stored.envelope.unwrap();
         change(&mut envelope);
-        sqlx::query("UPDATE messages SET envelope = $1 WHERE id = $2")
-            .bind(serde_json::to_string(&envelope).unwrap())
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        relay::store::messages::set_envelope(
+            &mut conn,
+            id,
+            &envelope,
+            stored.recipient_wrap.expect("wrapped to the patient"),
+        )
+        .await
+        .unwrap();
     }
 
     /// Sets a time column of message `id` in the store (what the relay lists, not what the

@@ -555,7 +555,7 @@ async fn upload_wrap(
     envelope
         .set_recipient_wrap(body.wrap)
         .map_err(|e| AppError::invalid("wrap", e.to_string()))?;
-    messages::set_envelope(&mut tx, &envelope, current).await?;
+    messages::set_envelope(&mut tx, id, &envelope, current).await?;
     let detail = format!("fingerprint={current}");
     let record = Record::message(
         message.organisation_id,

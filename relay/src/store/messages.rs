@@ -1,12 +1,22 @@
 //! Messages (sealed envelopes) and the SMS links that lead to them.
+//!
+//! The envelope is stored sealed under the message's row key (see [`super::row_keys`]), so
+//! that deleting that key when the message is revoked or expires erases every copy the
+//! database may keep.
 
+use rand_core::OsRng;
+use shared::at_rest::RowKey;
 use shared::envelope::Envelope;
 use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use shared::keys::{Fingerprint, PublicKey};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
-use super::{StoreError, StoreResult, row, to_json};
+use super::row_keys::{self, Kind};
+use super::{Store, StoreError, StoreResult, row, to_json};
+
+/// Purpose label of envelopes sealed under a row key (see `docs/PROTOCOL.md`).
+const ENVELOPE: &str = "envelope";
 
 pub use shared::api::MessageStatus;
 
@@ -58,20 +68,28 @@ impl StoredMessage {
     }
 }
 
-const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope, \
-                       m.recipient_wrap_fingerprint, m.status, m.created_at, m.expires_at, \
-                       m.opened_at, m.read_at";
+const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope_sealed, \
+                       k.key AS envelope_key, m.recipient_wrap_fingerprint, m.status, \
+                       m.created_at, m.expires_at, m.opened_at, m.read_at";
+
+/// `messages m` with the row key of each message (absent once purged).
+const MESSAGES: &str = "messages m LEFT JOIN row_keys k ON k.kind = 'message' AND k.row_id = m.id";
 
 fn parse(row: &sqlx::any::AnyRow) -> StoreResult<StoredMessage> {
-    let envelope: Option<String> = row.try_get("envelope")?;
+    let id: MessageId = row::parsed(row, "id")?;
+    let sealed: Option<Vec<u8>> = row.try_get("envelope_sealed")?;
+    let key: Option<Vec<u8>> = row.try_get("envelope_key")?;
+    // Both are there for a live message and gone once it is purged; a sealed envelope without
+    // its key is a purge that has not finished, which reads as purged.
+    let envelope = match (sealed, key) {
+        (Some(sealed), Some(key)) => Some(open_envelope(&row_keys::decode(&key)?, id, &sealed)?),
+        _ => None,
+    };
     Ok(StoredMessage {
-        id: row::parsed(row, "id")?,
+        id,
         organisation_id: row::parsed(row, "organisation_id")?,
         recipient_id: row::parsed(row, "recipient_id")?,
-        envelope: envelope
-            .map(|json| serde_json::from_str(&json))
-            .transpose()
-            .map_err(|e| StoreError::corrupt("envelope", e))?,
+        envelope,
         recipient_wrap: row::parsed_opt(row, "recipient_wrap_fingerprint")?,
         status: parse_status(&row.try_get::<String, _>("status")?)?,
         created_at: row.try_get("created_at")?,
@@ -79,6 +97,19 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<StoredMessage> {
         opened_at: row.try_get("opened_at")?,
         read_at: row.try_get("read_at")?,
     })
+}
+
+/// The envelope JSON sealed under the message's row key.
+fn seal_envelope(key: &RowKey, envelope: &Envelope) -> StoreResult<Vec<u8>> {
+    let id = envelope.header.message_id.to_string();
+    Ok(key.seal(ENVELOPE, &id, to_json(envelope)?.as_bytes(), &mut OsRng))
+}
+
+fn open_envelope(key: &RowKey, id: MessageId, sealed: &[u8]) -> StoreResult<Envelope> {
+    let json = key
+        .open(ENVELOPE, &id.to_string(), sealed)
+        .map_err(|e| StoreError::corrupt("envelope", e))?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::corrupt("envelope", e))
 }
 
 /// A message about to be stored.
@@ -104,16 +135,17 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Store
         .envelope
         .wrap_for(shared::envelope::WrapRole::Recipient)
         .map(|w| w.key_fingerprint.to_string());
+    // The message row goes first: it is the one whose unique constraints detect a taken id or
+    // idempotency key, and a failed statement must not have left a key row behind.
     let inserted = sqlx::query(
-        "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, envelope, \
+        "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, \
          recipient_wrap_fingerprint, status, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7)",
     )
     .bind(header.message_id.to_string())
     .bind(header.organisation_id.to_string())
     .bind(message.recipient_id.to_string())
     .bind(message.idempotency_key)
-    .bind(to_json(message.envelope)?)
     .bind(wrap)
     .bind(message.now)
     .bind(header.expires_at)
@@ -124,6 +156,13 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Store
         Err(error) if error.is_unique_violation() => return Ok(false),
         other => other?,
     };
+    let id = header.message_id.to_string();
+    let key = row_keys::create(&mut *conn, Kind::Message, &id).await?;
+    sqlx::query("UPDATE messages SET envelope_sealed = $1 WHERE id = $2")
+        .bind(seal_envelope(&key, message.envelope)?)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("INSERT INTO links (token_hash, message_id) VALUES ($1, $2)")
         .bind(message.link.as_bytes().to_vec())
         .bind(header.message_id.to_string())
@@ -143,7 +182,7 @@ pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> StoreResult<bool
 
 /// A message by id.
 pub async fn get(conn: &mut AnyConnection, id: MessageId) -> StoreResult<Option<StoredMessage>> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM messages m WHERE m.id = $1"))
+    sqlx::query(&format!("SELECT {COLUMNS} FROM {MESSAGES} WHERE m.id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?
@@ -158,7 +197,7 @@ pub async fn by_idempotency_key(
     key: &str,
 ) -> StoreResult<Option<StoredMessage>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM messages m WHERE m.organisation_id = $1 AND m.idempotency_key = $2"
+        "SELECT {COLUMNS} FROM {MESSAGES} WHERE m.organisation_id = $1 AND m.idempotency_key = $2"
     ))
     .bind(organisation.to_string())
     .bind(key)
@@ -174,7 +213,7 @@ pub async fn by_link(
     link: &TokenHash,
 ) -> StoreResult<Option<StoredMessage>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM messages m JOIN links l ON l.message_id = m.id WHERE l.token_hash = $1"
+        "SELECT {COLUMNS} FROM {MESSAGES} JOIN links l ON l.message_id = m.id WHERE l.token_hash = $1"
     ))
     .bind(link.as_bytes().to_vec())
     .fetch_optional(conn)
@@ -190,7 +229,7 @@ pub async fn live_for_recipient(
     now: i64,
 ) -> StoreResult<Vec<StoredMessage>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM messages m WHERE m.recipient_id = $1 AND m.status = 'active' \
+        "SELECT {COLUMNS} FROM {MESSAGES} WHERE m.recipient_id = $1 AND m.status = 'active' \
          AND m.expires_at > $2 ORDER BY m.created_at DESC, m.id"
     ))
     .bind(recipient.to_string())
@@ -219,7 +258,7 @@ pub async fn pending_rewraps(
     now: i64,
 ) -> StoreResult<Vec<PendingRewrap>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS}, r.public_key AS recipient_key FROM messages m \
+        "SELECT {COLUMNS}, r.public_key AS recipient_key FROM {MESSAGES} \
          JOIN recipients r ON r.id = m.recipient_id \
          WHERE m.organisation_id = $1 AND m.status = 'active' AND m.expires_at > $2 \
          AND r.enrolled_at IS NOT NULL \
@@ -242,19 +281,29 @@ pub async fn pending_rewraps(
     .collect()
 }
 
-/// Replaces the envelope after a re-wrap.
+/// Replaces the envelope of active message `id` after a re-wrap, sealed under the message's
+/// row key. (Its id is given apart from the envelope's header so that a test can store an
+/// envelope under another message, as a malicious relay could.)
 pub async fn set_envelope(
     conn: &mut AnyConnection,
+    id: MessageId,
     envelope: &Envelope,
     recipient_wrap: Fingerprint,
 ) -> StoreResult<()> {
+    let id_text = id.to_string();
+    let Some(key) = row_keys::get(&mut *conn, Kind::Message, &id_text).await? else {
+        // Purged: nothing to replace, as for a message that is no longer active.
+        return Ok(());
+    };
+    let json = to_json(envelope)?;
+    let sealed = key.seal(ENVELOPE, &id_text, json.as_bytes(), &mut OsRng);
     sqlx::query(
-        "UPDATE messages SET envelope = $1, recipient_wrap_fingerprint = $2 \
+        "UPDATE messages SET envelope_sealed = $1, recipient_wrap_fingerprint = $2 \
          WHERE id = $3 AND status = 'active'",
     )
-    .bind(to_json(envelope)?)
+    .bind(sealed)
     .bind(recipient_wrap.to_string())
-    .bind(envelope.header.message_id.to_string())
+    .bind(id_text)
     .execute(conn)
     .await?;
     Ok(())
@@ -314,13 +363,14 @@ pub async fn mark_unreadable(
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks due messages expired and purges their ciphertext; returns them for auditing.
+/// Marks due messages expired and purges their ciphertext; returns them for auditing. (Their
+/// row keys go in the same purge run, by [`row_keys::delete_ended`].)
 pub async fn expire_due(
     conn: &mut AnyConnection,
     now: i64,
 ) -> StoreResult<Vec<(MessageId, OrganisationId, RecipientId)>> {
     let rows = sqlx::query(
-        "UPDATE messages SET status = 'expired', envelope = NULL, ended_at = $1 \
+        "UPDATE messages SET status = 'expired', envelope_sealed = NULL, ended_at = $1 \
          WHERE status = 'active' AND expires_at <= $1 \
          RETURNING id, organisation_id, recipient_id",
     )
@@ -338,10 +388,12 @@ pub async fn expire_due(
         .collect()
 }
 
-/// Purges the ciphertext of revoked messages; returns how many.
+/// Purges the ciphertext of revoked messages; returns how many. (Their row keys go in the same
+/// purge run, by [`row_keys::delete_ended`].)
 pub async fn purge_revoked(conn: &mut AnyConnection) -> StoreResult<u64> {
     Ok(sqlx::query(
-        "UPDATE messages SET envelope = NULL WHERE status = 'revoked' AND envelope IS NOT NULL",
+        "UPDATE messages SET envelope_sealed = NULL \
+         WHERE status = 'revoked' AND envelope_sealed IS NOT NULL",
     )
     .execute(conn)
     .await?
@@ -360,4 +412,51 @@ pub async fn organisations_of_recipient(
         .iter()
         .map(|row| row::parsed(row, "organisation_id"))
         .collect()
+}
+
+/// Seals the envelopes stored before row keys existed (migration 0005 moved them to
+/// `legacy_envelope`) under fresh row keys and empties the old column; returns how many.
+///
+/// Done once, at start, in Rust because sealing needs the relay's cryptography, and eagerly so
+/// that every other statement reads one format. Each message is converted in its own
+/// transaction and only while its old column is still set, so relays starting together on one
+/// PostgreSQL database convert each message once. A message revoked but not yet purged by the
+/// earlier version is converted too, and erased by the next purge run like any other.
+pub async fn seal_legacy_envelopes(store: &Store) -> StoreResult<u64> {
+    let ids: Vec<String> = {
+        let mut conn = store.conn().await?;
+        sqlx::query("SELECT id FROM messages WHERE legacy_envelope IS NOT NULL")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?
+    };
+    let mut converted = 0;
+    for id in ids {
+        let mut tx = store.begin().await?;
+        tx.lock_row("messages", &id).await?;
+        let row = sqlx::query("SELECT legacy_envelope FROM messages WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(json) = row
+            .map(|row| row.try_get::<Option<String>, _>("legacy_envelope"))
+            .transpose()?
+            .flatten()
+        else {
+            continue;
+        };
+        let key = row_keys::create(&mut tx, Kind::Message, &id).await?;
+        sqlx::query(
+            "UPDATE messages SET envelope_sealed = $1, legacy_envelope = NULL WHERE id = $2",
+        )
+        .bind(key.seal(ENVELOPE, &id, json.as_bytes(), &mut OsRng))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        converted += 1;
+    }
+    Ok(converted)
 }

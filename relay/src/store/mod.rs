@@ -9,20 +9,27 @@
 //!   `synchronous = FULL` in WAL mode, PostgreSQL with its default synchronous commit.
 //! - Everything one request changes is written in one transaction, so a failure never leaves
 //!   a partial write.
+//! - What the relay purges (envelopes, relay halves) is sealed under per-row keys that the purge
+//!   job deletes and scrubs from the files ([`row_keys`]); SQLite also runs with
+//!   `secure_delete`, so that deleted content is overwritten with zeros rather than left in
+//!   free space.
 
 pub mod audit;
 pub mod messages;
 pub mod orgs;
 pub mod outbox;
 pub mod recipients;
+pub mod row_keys;
 pub mod sessions;
 pub mod throttle;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 /// Which database the relay runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +121,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Set while deleted row keys may still be in the database files (a scrub that failed or
+    /// could not be sure), so that the next purge run scrubs even if it deletes nothing.
+    scrub_pending: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -147,17 +157,31 @@ impl Store {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // Zero deleted content (and freed pages) instead of leaving it in free
+                        // space, so a purge reaches the database file at the next checkpoint.
+                        conn.execute("PRAGMA secure_delete = ON").await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            scrub_pending: Arc::new(AtomicBool::new(false)),
+        })
     }
 
-    /// Applies the backend's migrations.
+    /// Applies the backend's migrations, then carries data stored by earlier versions over to
+    /// row keys ([`messages::seal_legacy_envelopes`]).
+    ///
+    /// The first start that applies migration 0005 on a database already in use also rewrites
+    /// the database once (SQLite `VACUUM`, PostgreSQL `VACUUM FULL` of the tables that held
+    /// purged data): earlier versions purged without `secure_delete` or row keys, so their
+    /// purged envelopes and relay halves may still sit in free space and dead tuples.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let upgrading = self.in_use_without_row_keys().await?;
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
             Backend::Postgres => {
@@ -166,7 +190,43 @@ impl Store {
                     .await?
             }
         }
+        let converted = messages::seal_legacy_envelopes(self).await?;
+        if upgrading {
+            let mut conn = self.conn().await?;
+            match self.backend {
+                Backend::Sqlite => conn.execute("VACUUM").await?,
+                Backend::Postgres => {
+                    row_keys::wait_for_older_transactions(&mut conn).await?;
+                    conn.execute("VACUUM FULL messages, sessions, sms_outbox")
+                        .await?
+                }
+            };
+            drop(conn);
+            self.scrub_if_needed(1).await?;
+            tracing::info!(
+                converted,
+                "moved stored envelopes to row keys and rewrote the database"
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the database has a schema from before migration 0005 (row keys): an upgrade,
+    /// as opposed to a fresh database or one already migrated.
+    async fn in_use_without_row_keys(&self) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        let applied = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *conn)
+            .await;
+        // No migration table yet: a fresh database.
+        let Ok(applied) = applied else {
+            return Ok(false);
+        };
+        let versions = applied
+            .iter()
+            .map(|row| row.try_get::<i64, _>("version"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(!versions.is_empty() && !versions.contains(&5))
     }
 
     /// Connects and migrates.
@@ -192,6 +252,20 @@ impl Store {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Scrubs the database files of deleted row keys ([`row_keys::scrub`]) if `deleted` keys
+    /// were just deleted or an earlier scrub is still owed; an unfinished scrub is owed to the
+    /// next call.
+    pub async fn scrub_if_needed(&self, deleted: u64) -> StoreResult<()> {
+        if deleted == 0 && !self.scrub_pending.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.scrub_pending.store(true, Ordering::SeqCst);
+        if row_keys::scrub(self).await? {
+            self.scrub_pending.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Whether the database answers (readiness).

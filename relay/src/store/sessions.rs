@@ -1,10 +1,20 @@
 //! Viewer sessions and the relay's half of each session key.
+//!
+//! The relay half is stored sealed twice: with the data key (so that a copy of the database
+//! alone does not hold live halves), then under the session's row key (see
+//! [`super::row_keys`]), so that deleting that key when the session ends erases every copy the
+//! database may keep.
 
+use rand_core::OsRng;
 use shared::ids::{RecipientId, SessionId};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
-use super::{StoreResult, row};
+use super::row_keys::{self, Kind};
+use super::{StoreError, StoreResult, row};
+
+/// Purpose label of relay halves sealed under a row key (see `docs/PROTOCOL.md`).
+const RELAY_HALF: &str = "relay-half";
 
 /// A live session.
 #[derive(Debug)]
@@ -38,16 +48,19 @@ pub struct NewSession<'a> {
     pub expires_at: i64,
 }
 
-/// Stores a new session.
+/// Stores a new session with a new row key.
 pub async fn create(conn: &mut AnyConnection, session: &NewSession<'_>) -> StoreResult<()> {
+    let id = session.id.to_string();
+    let key = row_keys::create(&mut *conn, Kind::Session, &id).await?;
+    let stored = key.seal(RELAY_HALF, &id, session.relay_half_sealed, &mut OsRng);
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, recipient_id, relay_half, created_at, last_seen_at, \
          expires_at) VALUES ($1, $2, $3, $4, $5, $5, $6)",
     )
-    .bind(session.id.to_string())
+    .bind(id)
     .bind(session.token.as_bytes().to_vec())
     .bind(session.recipient_id.to_string())
-    .bind(session.relay_half_sealed.to_vec())
+    .bind(stored)
     .bind(session.now)
     .bind(session.expires_at)
     .execute(conn)
@@ -63,9 +76,10 @@ pub async fn live_by_token(
     idle_seconds: i64,
 ) -> StoreResult<Option<SessionRow>> {
     let row = sqlx::query(
-        "SELECT id, recipient_id, relay_half, last_seen_at, expires_at FROM sessions \
-         WHERE token_hash = $1 AND ended_at IS NULL AND relay_half IS NOT NULL \
-         AND expires_at > $2 AND last_seen_at > $3",
+        "SELECT s.id, s.recipient_id, s.relay_half, k.key, s.last_seen_at, s.expires_at \
+         FROM sessions s JOIN row_keys k ON k.kind = 'session' AND k.row_id = s.id \
+         WHERE s.token_hash = $1 AND s.ended_at IS NULL AND s.relay_half IS NOT NULL \
+         AND s.expires_at > $2 AND s.last_seen_at > $3",
     )
     .bind(token.as_bytes().to_vec())
     .bind(now)
@@ -73,10 +87,16 @@ pub async fn live_by_token(
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
+        let id: SessionId = row::parsed(&row, "id")?;
+        let key = row_keys::decode(&row.try_get::<Vec<u8>, _>("key")?)?;
+        let stored: Vec<u8> = row.try_get("relay_half")?;
+        let relay_half_sealed = key
+            .open(RELAY_HALF, &id.to_string(), &stored)
+            .map_err(|e| StoreError::corrupt("relay half", e))?;
         Ok(SessionRow {
-            id: row::parsed(&row, "id")?,
+            id,
             recipient_id: row::parsed(&row, "recipient_id")?,
-            relay_half_sealed: row.try_get("relay_half")?,
+            relay_half_sealed: relay_half_sealed.to_vec(),
             last_seen_at: row.try_get("last_seen_at")?,
             expires_at: row.try_get("expires_at")?,
         })
@@ -94,7 +114,8 @@ pub async fn touch(conn: &mut AnyConnection, id: SessionId, now: i64) -> StoreRe
     Ok(())
 }
 
-/// Ends one session and destroys its relay half.
+/// Ends one session and destroys its relay half. (Its row key goes at the next purge run, by
+/// [`row_keys::delete_ended`]; until then no request accepts the ended session.)
 pub async fn end(
     conn: &mut AnyConnection,
     id: SessionId,
