@@ -20,6 +20,7 @@ use shared::keys::{Fingerprint, PrivateKey};
 use crate::Error;
 use crate::client::Client;
 use crate::config::{ApiKey, Config, ConfigFile, RelayUrl};
+use crate::organisation_key::OrganisationKey;
 use crate::state::{STATE_VERSION, StateDir, write_private};
 
 /// Shortest passphrase accepted for a new key file.
@@ -128,14 +129,17 @@ pub async fn init(
     })
 }
 
-/// Opens the organisation's private key with `passphrase`.
-pub fn unseal_key(config: &Config, passphrase: &Password) -> Result<PrivateKey, Error> {
+/// Opens the organisation's private key with `passphrase`, into the constant-time backend the
+/// agent decrypts with.
+pub fn unseal_key(config: &Config, passphrase: &Password) -> Result<OrganisationKey, Error> {
     let file = config.load_key_file()?;
-    file.unseal(passphrase).map_err(|error| match error {
+    let key_file_error = |error| match error {
         shared::Error::DecryptionFailed => Error::WrongPassphrase,
         other => Error::KeyFile {
             path: config.key_file.clone(),
             reason: other.to_string(),
         },
-    })
+    };
+    let key = file.unseal(passphrase).map_err(key_file_error)?;
+    OrganisationKey::new(key).map_err(key_file_error)
 }
