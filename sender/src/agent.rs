@@ -21,6 +21,8 @@
 //!   journal before it is uploaded, and a later pass re-uploads the recorded wrap instead of
 //!   unwrapping again. This keeps the private-key operation from becoming an oracle that the
 //!   relay can query at will (RUSTSEC-2023-0071).
+//! - The unwrap is AWS-LC's constant-time RSA-OAEP ([`OrganisationKey`]), never the `rsa`
+//!   crate's (RUSTSEC-2023-0071).
 //! - A failed unwrap of our own wrap is an alarm: recorded, reported, never retried.
 //! - A recipient key that differs from the pinned one is held and reported until an operator
 //!   approves it, or approved and reported when [`AgentPolicy::auto_approve_key_changes`] is
@@ -36,11 +38,12 @@ use rand_core::OsRng;
 use serde::Serialize;
 use shared::envelope::Wrap;
 use shared::ids::{MessageId, OrganisationId, RecipientId};
-use shared::keys::{Fingerprint, PrivateKey};
+use shared::keys::Fingerprint;
 
 use crate::client::{Client, PendingRewrap};
 use crate::error::ErrorCode;
 use crate::journal::{Journal, MadeWrap, RecordState, SentRecord, envelope_digest};
+use crate::organisation_key::OrganisationKey;
 use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::StateDir;
 use crate::{Error, RelayError};
@@ -212,7 +215,8 @@ impl Default for RunOptions {
 pub struct Agent {
     client: Client,
     organisation_id: OrganisationId,
-    key: PrivateKey,
+    /// In AWS-LC: the relay chooses what the agent decrypts, so the decryption is constant-time.
+    key: OrganisationKey,
     pins: PinStore,
     journal: Journal,
     policy: AgentPolicy,
@@ -223,7 +227,7 @@ impl Agent {
     pub fn new(
         client: Client,
         organisation_id: OrganisationId,
-        key: PrivateKey,
+        key: OrganisationKey,
         state: &StateDir,
         policy: AgentPolicy,
     ) -> Self {

@@ -34,6 +34,7 @@
 //! - [`pins`]: recipient key pinning (trust on first use, approval of changes).
 //! - [`journal`]: this host's record of its sends, which the agent checks re-wraps against.
 //! - [`audit`]: local verification of exported audit logs, with an anchor against rewrites.
+//! - [`organisation_key`]: the organisation's private key in AWS-LC, for constant-time unwraps.
 //! - [`setup`]: `init` (key generation, key file, registration) and opening the key.
 //! - [`config`], [`state`]: configuration and the owner-only state directory.
 //! - [`error`]: [`Error`], [`RelayError`] (every relay error code) and the exit codes.
@@ -54,6 +55,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod journal;
+pub mod organisation_key;
 pub mod pins;
 pub mod send;
 pub mod setup;

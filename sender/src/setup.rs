@@ -20,6 +20,7 @@ use shared::keys::{Fingerprint, PrivateKey};
 use crate::Error;
 use crate::client::Client;
 use crate::config::{ApiKey, Config, ConfigFile, RelayUrl};
+use crate::organisation_key::{self, OrganisationKey};
 use crate::state::{STATE_VERSION, StateDir, write_private};
 
 /// Shortest passphrase accepted for a new key file.
@@ -66,7 +67,7 @@ pub fn new_passphrase(text: &str) -> Result<Password, Error> {
     Ok(Password::new(text)?)
 }
 
-/// Sets the organisation up: generates the RSA-3072 key (or uses `key`, for tests and
+/// Sets the organisation up: generates the RSA-3072 key with AWS-LC (or uses `key`, for tests and
 /// migrations), seals it under `passphrase`, writes the key file and `config.json`, and
 /// registers the public key with the relay.
 pub async fn init(
@@ -97,7 +98,7 @@ pub async fn init(
     }
     let key = match key {
         Some(key) => key,
-        None => tokio::task::spawn_blocking(|| PrivateKey::generate(&mut OsRng))
+        None => tokio::task::spawn_blocking(organisation_key::generate)
             .await
             .map_err(|_| Error::Protocol(shared::Error::KeyGeneration))??,
     };
@@ -128,14 +129,17 @@ pub async fn init(
     })
 }
 
-/// Opens the organisation's private key with `passphrase`.
-pub fn unseal_key(config: &Config, passphrase: &Password) -> Result<PrivateKey, Error> {
+/// Opens the organisation's private key with `passphrase`, into the constant-time backend the
+/// agent decrypts with.
+pub fn unseal_key(config: &Config, passphrase: &Password) -> Result<OrganisationKey, Error> {
     let file = config.load_key_file()?;
-    file.unseal(passphrase).map_err(|error| match error {
+    let key_file_error = |error| match error {
         shared::Error::DecryptionFailed => Error::WrongPassphrase,
         other => Error::KeyFile {
             path: config.key_file.clone(),
             reason: other.to_string(),
         },
-    })
+    };
+    let key = file.unseal(passphrase).map_err(key_file_error)?;
+    OrganisationKey::new(key).map_err(key_file_error)
 }

@@ -13,6 +13,7 @@ use sender::Client;
 use sender::agent::{Agent, AgentNotice, AgentPolicy, RunOptions};
 use sender::client::RetryPolicy;
 use sender::config::{ApiKey, RelayUrl};
+use sender::organisation_key::OrganisationKey;
 use sender::state::StateDir;
 use serde_json::Value;
 use shared::ids::OrganisationId;
@@ -241,7 +242,7 @@ async fn agent_backs_off_while_relay_is_down() {
     let agent = Agent::new(
         client,
         OrganisationId::from_bytes([9; 16]),
-        keys().organisation,
+        OrganisationKey::new(keys().organisation).unwrap(),
         &state,
         AgentPolicy::default(),
     );

@@ -52,7 +52,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
 use crate::encoding::Reader;
 use crate::ids::{MessageId, OrganisationId, RecipientId};
-use crate::keys::{Fingerprint, PrivateKey, PublicKey};
+use crate::keys::{Fingerprint, PublicKey, WrapKey};
 use crate::secret::SecretBytes;
 use crate::{Error, FORMAT_VERSION};
 
@@ -352,20 +352,51 @@ impl ContentKey {
             .map_err(|_| Error::InvalidKey("cannot wrap to this key"))
     }
 
-    fn unwrap(wrapped: &[u8], with: &PrivateKey, header: &Header) -> Result<Self, Error> {
-        let bytes = Zeroizing::new(
-            with.rsa()
-                .decrypt(
-                    Oaep::new_with_label::<Sha256, _>(header.wrap_label()),
-                    wrapped,
-                )
-                .map_err(|_| Error::DecryptionFailed)?,
-        );
-        let array: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::DecryptionFailed)?;
+    /// The content key from a decrypted wrap, whichever backend decrypted it. Anything but 32
+    /// bytes is [`Error::DecryptionFailed`].
+    fn from_unwrapped(bytes: &[u8]) -> Result<Self, Error> {
+        let array: [u8; 32] = bytes.try_into().map_err(|_| Error::DecryptionFailed)?;
         Ok(Self(SecretBytes::new(array)))
+    }
+}
+
+/// An envelope that passed every check possible without a private key, and the one wrap that
+/// a private key must decrypt to open it: the "what" of opening, apart from the "who" (the
+/// decrypting backend, see [`WrapKey`]), so that a caller whose backend is asynchronous
+/// (WebCrypto in the viewer) decrypts [`Self::wrapped_key`] under [`Self::label`] itself and
+/// finishes with [`Self::open`].
+#[derive(Debug)]
+pub struct Unwrapping<'a> {
+    envelope: &'a Envelope,
+    wrap: &'a Wrap,
+    label: String,
+}
+
+impl<'a> Unwrapping<'a> {
+    /// The RSA-OAEP ciphertext to decrypt.
+    pub fn wrapped_key(&self) -> &'a [u8] {
+        &self.wrap.wrapped_key
+    }
+
+    /// The OAEP label to decrypt it under (`WRAP_LABEL_PREFIX` and the message id).
+    pub fn label(&self) -> &[u8] {
+        self.label.as_bytes()
+    }
+
+    /// Finishes opening with the decrypted wrap, `unwrapped`, whichever backend produced it:
+    /// the content key decrypts and authenticates the ciphertext under the header.
+    pub fn open(self, unwrapped: &[u8]) -> Result<Opened, Error> {
+        let content_key = ContentKey::from_unwrapped(unwrapped)?;
+        Ok(Opened {
+            header: self.envelope.header,
+            content: self.envelope.decrypt(&content_key)?,
+        })
+    }
+
+    /// Decrypts the wrap with `key` and finishes opening.
+    pub fn open_with(self, key: &impl WrapKey) -> Result<Opened, Error> {
+        let unwrapped = key.decrypt_wrap(self.wrapped_key(), self.label())?;
+        self.open(&unwrapped)
     }
 }
 
@@ -538,27 +569,68 @@ impl Envelope {
 
     /// Opens the envelope with a private key. The patient passes its recipient id (checked
     /// against the header); the organisation passes `None`.
-    pub fn open(&self, key: &PrivateKey, recipient: Option<RecipientId>) -> Result<Content, Error> {
+    pub fn open(
+        &self,
+        key: &impl WrapKey,
+        recipient: Option<RecipientId>,
+    ) -> Result<Content, Error> {
+        let Opened { content, .. } = self
+            .unwrapping(key.public_key(), recipient)?
+            .open_with(key)?;
+        Ok(content)
+    }
+
+    /// What must be decrypted to open this envelope with the private key of `key`: checks the
+    /// structure and the recipient (the patient passes its id, the organisation `None`), then
+    /// picks the wrap for `key`. Only public data is used; the private-key step is the caller's
+    /// ([`Unwrapping::open`] or [`Unwrapping::open_with`]).
+    pub fn unwrapping(
+        &self,
+        key: &PublicKey,
+        recipient: Option<RecipientId>,
+    ) -> Result<Unwrapping<'_>, Error> {
         self.validate()?;
         self.check_recipient(recipient)?;
-        let content_key = self.unwrap_with(key)?;
-        self.decrypt(&content_key)
+        let fingerprint = key.fingerprint();
+        let wrap = self
+            .wraps
+            .iter()
+            .find(|w| w.key_fingerprint == fingerprint)
+            .ok_or(Error::NotAddressedToKey)?;
+        Ok(Unwrapping {
+            envelope: self,
+            wrap,
+            label: self.header.wrap_label(),
+        })
     }
 
     /// Opens, as the patient's viewer must, an envelope the relay listed as message `listed`,
-    /// at the viewer's own clock `now` (Unix seconds). Besides the checks of [`Self::open`], it
-    /// refuses a header that names another message ([`Error::WrongMessage`]: the relay moved
-    /// an envelope between messages) and a header that has expired ([`Error::Expired`]: the
-    /// relay's list is not trusted to stop serving it). Both checks use public data and run
-    /// before any private-key operation; a header that passes them is authenticated only once
-    /// decryption succeeds, which is why the result carries it.
+    /// at the viewer's own clock `now` (Unix seconds); see [`Self::unwrapping_listed`].
     pub fn open_listed(
         &self,
         listed: MessageId,
-        key: &PrivateKey,
+        key: &impl WrapKey,
         recipient: RecipientId,
         now: i64,
     ) -> Result<Opened, Error> {
+        self.unwrapping_listed(listed, key.public_key(), recipient, now)?
+            .open_with(key)
+    }
+
+    /// What the patient's viewer must decrypt to open an envelope the relay listed as message
+    /// `listed`, at the viewer's own clock `now`. Besides the checks of [`Self::unwrapping`], it
+    /// refuses a header that names another message ([`Error::WrongMessage`]: the relay moved
+    /// an envelope between messages) and a header that has expired ([`Error::Expired`]: the
+    /// relay's list is not trusted to stop serving it). All these checks use public data and
+    /// run before any private-key operation; a header that passes them is authenticated only
+    /// once decryption succeeds, which is why the result of opening carries it.
+    pub fn unwrapping_listed(
+        &self,
+        listed: MessageId,
+        key: &PublicKey,
+        recipient: RecipientId,
+        now: i64,
+    ) -> Result<Unwrapping<'_>, Error> {
         self.validate()?;
         if self.header.message_id != listed {
             return Err(Error::WrongMessage);
@@ -566,12 +638,7 @@ impl Envelope {
         if self.header.is_expired(now) {
             return Err(Error::Expired);
         }
-        self.check_recipient(Some(recipient))?;
-        let content_key = self.unwrap_with(key)?;
-        Ok(Opened {
-            header: self.header,
-            content: self.decrypt(&content_key)?,
-        })
+        self.unwrapping(key, Some(recipient))
     }
 
     /// Opening step 2: a header that names a recipient must name the opening one.
@@ -587,11 +654,10 @@ impl Envelope {
     /// substituted bytes), and wraps the key to the recipient's public key.
     pub fn rewrap(
         &self,
-        organisation: &PrivateKey,
+        organisation: &impl WrapKey,
         recipient: &PublicKey,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Wrap, Error> {
-        self.validate()?;
         let content_key = self.unwrap_with(organisation)?;
         drop(self.decrypt(&content_key)?);
         Ok(Wrap {
@@ -611,15 +677,10 @@ impl Envelope {
         self.validate()
     }
 
-    /// Unwraps the content key with `key`, for callers that verify vectors.
-    pub fn unwrap_with(&self, key: &PrivateKey) -> Result<ContentKey, Error> {
-        let fingerprint = key.public_key().fingerprint();
-        let wrap = self
-            .wraps
-            .iter()
-            .find(|w| w.key_fingerprint == fingerprint)
-            .ok_or(Error::NotAddressedToKey)?;
-        ContentKey::unwrap(&wrap.wrapped_key, key, &self.header)
+    /// Unwraps the content key with `key`, for re-wrapping and for callers that verify vectors.
+    pub fn unwrap_with(&self, key: &impl WrapKey) -> Result<ContentKey, Error> {
+        let unwrapping = self.unwrapping(key.public_key(), None)?;
+        ContentKey::from_unwrapped(&key.decrypt_wrap(unwrapping.wrapped_key(), unwrapping.label())?)
     }
 
     fn decrypt(&self, content_key: &ContentKey) -> Result<Content, Error> {
@@ -635,5 +696,132 @@ impl Envelope {
             &self.ciphertext,
         )?;
         Content::from_padded(&padded).map_err(|_| Error::DecryptionFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use rand_core::OsRng;
+
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    /// A backend that is not `PrivateKey` itself, and counts its private-key operations: what
+    /// the envelope asks of the viewer's WebCrypto key and the agent's AWS-LC key.
+    struct Counting<'a> {
+        key: &'a PrivateKey,
+        calls: Cell<usize>,
+    }
+
+    impl WrapKey for Counting<'_> {
+        fn public_key(&self) -> &PublicKey {
+            self.key.public_key()
+        }
+
+        fn decrypt_wrap(&self, wrapped: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+            self.calls.set(self.calls.get() + 1);
+            self.key.decrypt_wrap(wrapped, label)
+        }
+    }
+
+    fn sealed(organisation: &PrivateKey, patient: &PrivateKey) -> (Envelope, RecipientId) {
+        let recipient = RecipientId::random(&mut OsRng);
+        let header = Header {
+            version: FORMAT_VERSION,
+            message_id: MessageId::random(&mut OsRng),
+            organisation_id: OrganisationId::random(&mut OsRng),
+            recipient_id: Some(recipient),
+            created_at: 1_800_000_000,
+            expires_at: 1_800_003_600,
+            content_type: ContentType::Text,
+            direction: Direction::ToRecipient,
+        };
+        let content = Content {
+            subject: "Results".into(),
+            body: "All normal.".into(),
+        };
+        let envelope = Envelope::seal(
+            header,
+            &content,
+            organisation.public_key(),
+            Some(patient.public_key()),
+            &mut OsRng,
+        )
+        .unwrap();
+        (envelope, recipient)
+    }
+
+    /// What to decrypt is the recipient's wrap under the message's label; whoever decrypts it
+    /// finishes the opening with the plain bytes (issue 12, finding 12).
+    #[test]
+    fn any_backend_opens_through_the_unwrapping() {
+        let organisation = PrivateKey::generate(&mut OsRng).unwrap();
+        let patient = PrivateKey::generate(&mut OsRng).unwrap();
+        let (envelope, recipient) = sealed(&organisation, &patient);
+        let id = envelope.header.message_id;
+
+        let unwrapping = envelope
+            .unwrapping_listed(id, patient.public_key(), recipient, 1_800_000_001)
+            .unwrap();
+        let wrap = envelope.wrap_for(WrapRole::Recipient).unwrap();
+        assert_eq!(unwrapping.wrapped_key(), wrap.wrapped_key.as_slice());
+        assert_eq!(
+            unwrapping.label(),
+            format!("{WRAP_LABEL_PREFIX}{id}").as_bytes()
+        );
+        let unwrapped = patient
+            .decrypt_wrap(unwrapping.wrapped_key(), unwrapping.label())
+            .unwrap();
+        let opened = unwrapping.open(&unwrapped).unwrap();
+        assert_eq!(opened.content.body, "All normal.");
+        assert_eq!(opened.header, envelope.header);
+
+        let backend = Counting {
+            key: &organisation,
+            calls: Cell::new(0),
+        };
+        assert_eq!(envelope.open(&backend, None).unwrap().subject, "Results");
+        envelope
+            .rewrap(&backend, patient.public_key(), &mut OsRng)
+            .unwrap();
+        assert_eq!(backend.calls.get(), 2, "each opening is one backend call");
+    }
+
+    #[test]
+    fn public_checks_run_before_the_backend_and_bad_unwraps_fail_opaquely() {
+        let organisation = PrivateKey::generate(&mut OsRng).unwrap();
+        let patient = PrivateKey::generate(&mut OsRng).unwrap();
+        let (envelope, recipient) = sealed(&organisation, &patient);
+        let backend = Counting {
+            key: &patient,
+            calls: Cell::new(0),
+        };
+        let other = MessageId::random(&mut OsRng);
+        assert_eq!(
+            envelope.open_listed(other, &backend, recipient, 1_800_000_001),
+            Err(Error::WrongMessage)
+        );
+        let id = envelope.header.message_id;
+        assert_eq!(
+            envelope.open_listed(id, &backend, recipient, 1_800_003_600),
+            Err(Error::Expired)
+        );
+        assert_eq!(backend.calls.get(), 0);
+
+        let unwrapping = || {
+            envelope
+                .unwrapping(patient.public_key(), Some(recipient))
+                .unwrap()
+        };
+        assert_eq!(
+            unwrapping().open(&[7; 31]).err(),
+            Some(Error::DecryptionFailed)
+        );
+        assert_eq!(
+            unwrapping().open(&[7; 32]).err(),
+            Some(Error::DecryptionFailed)
+        );
     }
 }

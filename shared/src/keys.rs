@@ -10,6 +10,12 @@
 //! # Invariants
 //! - Keys are RSA with public exponent 65537 and a modulus of 3072 to 4096 bits; anything else
 //!   is refused on parse, so a relay cannot hand a sender a weak key to encrypt to.
+//! - Unwrapping a content key is the only RSA private-key operation whose input another party
+//!   chooses, so it goes through [`WrapKey`]: `shared` says *what* to decrypt (ciphertext and
+//!   label, see [`crate::envelope::Unwrapping`]) and the holder of the key says *who* decrypts.
+//!   The viewer decrypts with a non-extractable WebCrypto key and the sender's agent with
+//!   AWS-LC, both constant-time; [`PrivateKey`]'s own implementation uses the `rsa` crate, which
+//!   is not (RUSTSEC-2023-0071), and serves tests and vector checks only.
 //! - [`PrivateKey`] zeroizes on drop (the `rsa` crate wipes its limbs), prints redacted, is not
 //!   `Clone`, and exports only as a wiped PKCS#8 buffer.
 
@@ -18,7 +24,7 @@ use std::fmt;
 use rand_core::CryptoRngCore;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -158,7 +164,22 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
-/// An RSA private key (a recipient's or an organisation's).
+/// Who decrypts a content-key wrap: the holder of an RSA private key, through whichever
+/// implementation it trusts. The wrap format is fixed (RSA-OAEP with SHA-256 for the label hash
+/// and MGF1, see [`crate::envelope`]); an implementation only decrypts.
+pub trait WrapKey {
+    /// The matching public key: its fingerprint picks the wrap to decrypt.
+    fn public_key(&self) -> &PublicKey;
+
+    /// RSA-OAEP-SHA-256 decryption of `wrapped` under `label`, into a buffer wiped on drop. Any
+    /// failure is [`Error::DecryptionFailed`], with no detail (an oracle on padding must not
+    /// exist at this level either).
+    fn decrypt_wrap(&self, wrapped: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error>;
+}
+
+/// An RSA private key (a recipient's or an organisation's), parsed and checked. The viewer and
+/// the sender hold one only to seal it (bundle, session blob, key file) and to hand its PKCS#8
+/// to a constant-time backend; its own [`WrapKey`] implementation is for tests.
 pub struct PrivateKey {
     key: RsaPrivateKey,
     public: PublicKey,
@@ -211,9 +232,22 @@ impl PrivateKey {
     pub fn public_key(&self) -> &PublicKey {
         &self.public
     }
+}
 
-    pub(crate) fn rsa(&self) -> &RsaPrivateKey {
-        &self.key
+/// The `rsa` crate's OAEP decryption, which is not constant-time (RUSTSEC-2023-0071): used by
+/// tests, test kits and vector checks, never by the viewer or the sender's agent, which
+/// decrypt with WebCrypto and AWS-LC.
+impl WrapKey for PrivateKey {
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn decrypt_wrap(&self, wrapped: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let label = std::str::from_utf8(label).map_err(|_| Error::DecryptionFailed)?;
+        self.key
+            .decrypt(Oaep::new_with_label::<Sha256, _>(label), wrapped)
+            .map(Zeroizing::new)
+            .map_err(|_| Error::DecryptionFailed)
     }
 }
 

@@ -174,7 +174,6 @@ pub fn App() -> impl IntoView {
         }
         refreshing.set_value(true);
         spawn_local(async move {
-            let listed = flow::messages().await;
             let session = Arc::downgrade(&current);
             let is_current = move || {
                 unlocked.with_value(|now| {
@@ -182,16 +181,28 @@ pub fn App() -> impl IntoView {
                         .is_some_and(|now| std::ptr::eq(Arc::as_ptr(now), session.as_ptr()))
                 })
             };
+            // Opening is asynchronous (WebCrypto): the flag stays set until what is new has
+            // been opened and filed, so no other refresh opens the same envelope meanwhile.
+            let listed = match flow::messages().await {
+                Ok(items) if is_current() => {
+                    let now = now_seconds();
+                    let wanted = inbox.with_value(|inbox| inbox.unopened(&items, now));
+                    let opened = flow::open_envelopes(&items, &wanted, &current, now).await;
+                    Ok((items, now, opened))
+                }
+                Ok(_) => return,
+                Err(error) => Err(error),
+            };
             // After a lock the flag is the next session's: leave it alone.
             if !is_current() {
                 return;
             }
             refreshing.set_value(false);
             match listed {
-                Ok(items) => {
-                    let Some(refreshed) = inbox.try_update_value(|inbox| {
-                        flow::open_new(inbox, &items, &current, now_seconds())
-                    }) else {
+                Ok((items, now, opened)) => {
+                    let Some(refreshed) =
+                        inbox.try_update_value(|inbox| flow::open_new(inbox, &items, now, opened))
+                    else {
                         return;
                     };
                     drop(current);

@@ -2,12 +2,14 @@
 //! with the UI kept out, so each step is testable and the components only show progress; and
 //! the session's [`Inbox`], which opens each delivered envelope once.
 //!
-//! All cryptography goes through `shared`; the only browser-specific piece is key generation
-//! (WebCrypto, see [`crate::keygen`]).
+//! All cryptography goes through `shared`, except what the browser does better: key generation
+//! ([`crate::keygen`]) and the private-key decryption of wraps ([`crate::webkey`]), both in
+//! WebCrypto.
 
 use std::collections::{HashMap, HashSet};
 
 use rand_core::OsRng;
+use shared::Error;
 use shared::api::{
     EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse, UnreadableReason,
 };
@@ -22,6 +24,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::api::{self, ApiError};
 use crate::keygen;
 use crate::vault::{self, StoredSession};
+use crate::webkey::{ImportError, SessionKey};
 
 /// Why a journey stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,12 +59,12 @@ pub enum Step {
     Unlocking,
 }
 
-/// An unlocked session: the private key lives only here, in WebAssembly memory, and is wiped
-/// when this is dropped (lock, idle timeout, logout).
+/// An unlocked session: the private key lives only here, as a non-extractable WebCrypto key
+/// that the browser discards when this is dropped (lock, idle timeout, logout).
 #[derive(Debug)]
 pub struct Unlocked {
     /// The patient's private key.
-    pub key: PrivateKey,
+    pub key: SessionKey,
     /// The patient.
     pub recipient: RecipientId,
     /// Idle timeout the relay announced.
@@ -146,13 +149,34 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// The messages of `items` that [`Self::refresh`] will ask to open at `now`: delivered
+    /// envelopes this session has not opened (or whose opened header has expired) nor failed
+    /// on. Opening is asynchronous (WebCrypto), so the caller opens these first and hands the
+    /// results to the refresh.
+    pub fn unopened(&self, items: &[MessageView], now: i64) -> Vec<MessageId> {
+        items
+            .iter()
+            .filter(|item| {
+                let id = item.message_id;
+                let shown = self
+                    .opened
+                    .get(&id)
+                    .is_some_and(|shown| !shared::envelope::is_expired(shown.expires_at, now));
+                !shown && !self.failed.contains_key(&id) && delivered(item).is_some()
+            })
+            .map(|item| item.message_id)
+            .collect()
+    }
+
     /// Brings the inbox up to date with the relay's list `items` at the browser's clock `now`,
-    /// calling `open` only for delivered envelopes this session has not opened or failed on.
+    /// calling `open` only for delivered envelopes this session has not opened or failed on
+    /// (those [`Self::unopened`] lists). `open` answers `None` for one it has no result for,
+    /// which then waits for the next refresh like an envelope not yet delivered.
     pub fn refresh(
         &mut self,
         items: &[MessageView],
         now: i64,
-        mut open: impl FnMut(&MessageView, &Envelope) -> Result<Opened, shared::Error>,
+        mut open: impl FnMut(&MessageView, &Envelope) -> Option<Result<Opened, Error>>,
     ) -> Refreshed {
         let listed: HashSet<MessageId> = items.iter().map(|m| m.message_id).collect();
         self.opened.retain(|id, shown| {
@@ -173,11 +197,15 @@ impl Inbox {
                 }
                 continue;
             }
-            let Some(envelope) = item.envelope.as_ref().filter(|_| !item.awaiting_key) else {
+            let Some(envelope) = delivered(item) else {
                 refreshed.waiting += 1;
                 continue;
             };
-            match open(item, envelope) {
+            let Some(result) = open(item, envelope) else {
+                refreshed.waiting += 1;
+                continue;
+            };
+            match result {
                 Ok(opened) => {
                     let shown = Shown {
                         id,
@@ -220,6 +248,11 @@ impl Inbox {
     }
 }
 
+/// The envelope of a listed message, if it can be opened yet (re-wrapped for this patient).
+fn delivered(item: &MessageView) -> Option<&Envelope> {
+    item.envelope.as_ref().filter(|_| !item.awaiting_key)
+}
+
 fn unreadable(item: &MessageView, reason: UnreadableReason) -> Entry {
     Entry::Unreadable(Unreadable {
         id: item.message_id,
@@ -240,6 +273,15 @@ fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<Passwo
         .validate_at_least(&KdfParams::DEFAULT)
         .map_err(|_| FlowError::UnsafeRelay)?;
     derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeRelay)
+}
+
+/// Moves the private key into WebCrypto, where the session decrypts with it; `private` (and
+/// its PKCS#8) is wiped. Sealing for the session happens before, from the same key.
+async fn into_session_key(private: PrivateKey) -> Result<SessionKey, FlowError> {
+    SessionKey::import(private).await.map_err(|e| match e {
+        ImportError::Unsupported => FlowError::Unsupported,
+        ImportError::Refused => FlowError::Crypto,
+    })
 }
 
 /// Seals the private key for this session and stores the blob; failure to store only costs the
@@ -309,7 +351,7 @@ pub async fn enroll(
     let session = api::unlock(link, &keys.auth.to_base64url()).await?;
     keep_for_session(&private, &session)?;
     Ok(Unlocked {
-        key: private,
+        key: into_session_key(private).await?,
         recipient: session.recipient_id,
         idle_timeout_seconds: session.idle_timeout_seconds,
     })
@@ -344,7 +386,7 @@ pub async fn unlock(
         .map_err(|_| FlowError::UnsafeRelay)?;
     keep_for_session(&private, &session)?;
     Ok(Unlocked {
-        key: private,
+        key: into_session_key(private).await?,
         recipient: session.recipient_id,
         idle_timeout_seconds: session.idle_timeout_seconds,
     })
@@ -368,7 +410,11 @@ pub async fn resume() -> Option<Unlocked> {
         blob.open(session.session_id, session.recipient_id, &device, &relay)
             .ok()
     })();
-    match opened {
+    let key = match opened {
+        Some(private) => into_session_key(private).await.ok(),
+        None => None,
+    };
+    match key {
         Some(key) => Some(Unlocked {
             key,
             recipient: session.recipient_id,
@@ -386,17 +432,45 @@ pub async fn messages() -> Result<Vec<MessageView>, FlowError> {
     Ok(api::messages().await?)
 }
 
-/// Opens what is new in `items` into the session's inbox, each envelope with
-/// [`Envelope::open_listed`]: it must be the listed message's and unexpired at `now`.
+/// Opens the envelopes of the messages `wanted` (from [`Inbox::unopened`]) in `items`, each
+/// with [`Envelope::unwrapping_listed`]'s checks (it must be the listed message's and unexpired
+/// at `now`, before any private-key operation) and the session's WebCrypto key.
+pub async fn open_envelopes(
+    items: &[MessageView],
+    wanted: &[MessageId],
+    unlocked: &Unlocked,
+    now: i64,
+) -> HashMap<MessageId, Result<Opened, Error>> {
+    let mut opened = HashMap::new();
+    for item in items
+        .iter()
+        .filter(|item| wanted.contains(&item.message_id))
+    {
+        let Some(envelope) = delivered(item) else {
+            continue;
+        };
+        let result = match envelope.unwrapping_listed(
+            item.message_id,
+            unlocked.key.public_key(),
+            unlocked.recipient,
+            now,
+        ) {
+            Ok(unwrapping) => unlocked.key.open(unwrapping).await,
+            Err(error) => Err(error),
+        };
+        opened.insert(item.message_id, result);
+    }
+    opened
+}
+
+/// Files what [`open_envelopes`] opened into the session's inbox and brings it up to date.
 pub fn open_new(
     inbox: &mut Inbox,
     items: &[MessageView],
-    unlocked: &Unlocked,
     now: i64,
+    mut opened: HashMap<MessageId, Result<Opened, Error>>,
 ) -> Refreshed {
-    inbox.refresh(items, now, |item, envelope| {
-        envelope.open_listed(item.message_id, &unlocked.key, unlocked.recipient, now)
-    })
+    inbox.refresh(items, now, |item, _| opened.remove(&item.message_id))
 }
 
 /// Tells the relay, for the sender's audit log, that message `id` did not open. Whether the
@@ -465,10 +539,10 @@ mod tests {
     /// has expired; every other one opens. Counts the calls.
     fn opener<'a>(
         calls: &'a RefCell<Vec<MessageId>>,
-    ) -> impl FnMut(&MessageView, &Envelope) -> Result<Opened, Error> + 'a {
+    ) -> impl FnMut(&MessageView, &Envelope) -> Option<Result<Opened, Error>> + 'a {
         move |item, envelope| {
             calls.borrow_mut().push(item.message_id);
-            match item.message_id.as_bytes()[0] {
+            Some(match item.message_id.as_bytes()[0] {
                 9 => Err(Error::DecryptionFailed),
                 8 => Err(Error::Expired),
                 _ => Ok(Opened {
@@ -478,7 +552,7 @@ mod tests {
                         body: "All normal.".into(),
                     },
                 }),
-            }
+            })
         }
     }
 
@@ -556,7 +630,9 @@ mod tests {
         assert_eq!(calls.borrow().len(), 2);
         // Not shown from memory once its header has expired; opening it again is refused as
         // `Envelope::open_listed` refuses it.
-        let expired = inbox.refresh(&[listed(1, true)], NOW + 3600, |_, _| Err(Error::Expired));
+        let expired = inbox.refresh(&[listed(1, true)], NOW + 3600, |_, _| {
+            Some(Err(Error::Expired))
+        });
         assert!(
             expired.entries.is_empty(),
             "an expired header is not shown from memory"
@@ -564,6 +640,34 @@ mod tests {
         assert!(
             expired.to_report.is_empty(),
             "an expiry is not a failure to report"
+        );
+    }
+
+    /// The asynchronous opening asks for exactly what the refresh will want; a message with no
+    /// result yet waits instead of being recorded as failed (issue 12, finding 12).
+    #[test]
+    fn unopened_lists_what_the_refresh_asks_for_and_missing_results_wait() {
+        let calls = RefCell::new(Vec::new());
+        let mut inbox = Inbox::default();
+        let id = |n| MessageId::from_bytes([n; 16]);
+        let list = vec![listed(1, true), listed(2, false), listed(9, true)];
+        assert_eq!(inbox.unopened(&list, NOW), [id(1), id(9)]);
+
+        let mut open = opener(&calls);
+        let first = inbox.refresh(&list, NOW, |item, envelope| {
+            (item.message_id != id(1))
+                .then(|| open(item, envelope))
+                .flatten()
+        });
+        assert_eq!((first.entries.len(), first.waiting), (1, 2));
+        assert_eq!(inbox.unopened(&list, NOW), [id(1)], "9 failed for good");
+
+        inbox.refresh(&list, NOW, opener(&calls));
+        assert!(inbox.unopened(&list, NOW).is_empty());
+        assert_eq!(
+            inbox.unopened(&list, NOW + 3600),
+            [id(1)],
+            "an expired header is asked again, and refused as expired by the opening"
         );
     }
 

@@ -3,13 +3,17 @@
 //! WebCrypto's `generateKey` runs natively and asynchronously, so the page stays responsive;
 //! the `rsa` crate's prime search in WebAssembly takes seconds on a phone and blocks the page
 //! (see docs/PROTOCOL.md, "Key generation"). The pair is exported as PKCS#8 once, parsed and
-//! checked by `shared`, and the export buffer is wiped. From then on only `shared` handles it.
+//! checked by `shared`, and the export buffer is wiped. The generated pair is extractable (that
+//! export is how the key gets sealed); it is dropped, and the session decrypts with a
+//! non-extractable import of the same key ([`crate::webkey`]).
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::{Array, Uint8Array};
 use shared::keys::{PrivateKey, RSA_BITS};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use zeroize::Zeroizing;
+
+use crate::webkey::{dictionary, subtle};
 
 /// Why key generation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,31 +24,22 @@ pub enum KeygenError {
     Failed,
 }
 
-fn set(object: &Object, key: &str, value: &JsValue) -> Result<(), KeygenError> {
-    Reflect::set(object, &JsValue::from_str(key), value)
-        .map(|_| ())
-        .map_err(|_| KeygenError::Failed)
-}
-
 /// Generates a key pair and returns it as a checked [`PrivateKey`].
 pub async fn generate() -> Result<PrivateKey, KeygenError> {
-    let subtle = web_sys::window()
-        .and_then(|w| w.crypto().ok())
-        .map(|c| c.subtle())
-        .ok_or(KeygenError::Unsupported)?;
-    let algorithm = Object::new();
-    set(&algorithm, "name", &JsValue::from_str("RSA-OAEP"))?;
-    set(
-        &algorithm,
-        "modulusLength",
-        &JsValue::from_f64(f64::from(u32::try_from(RSA_BITS).unwrap_or(3072))),
-    )?;
-    set(
-        &algorithm,
-        "publicExponent",
-        &Uint8Array::from(&[0x01u8, 0x00, 0x01][..]),
-    )?;
-    set(&algorithm, "hash", &JsValue::from_str("SHA-256"))?;
+    let subtle = subtle().ok_or(KeygenError::Unsupported)?;
+    let algorithm = dictionary(&[
+        ("name", &JsValue::from_str("RSA-OAEP")),
+        (
+            "modulusLength",
+            &JsValue::from_f64(f64::from(u32::try_from(RSA_BITS).unwrap_or(3072))),
+        ),
+        (
+            "publicExponent",
+            &Uint8Array::from(&[0x01u8, 0x00, 0x01][..]),
+        ),
+        ("hash", &JsValue::from_str("SHA-256")),
+    ])
+    .map_err(|_| KeygenError::Failed)?;
     let usages = Array::of2(&JsValue::from_str("encrypt"), &JsValue::from_str("decrypt"));
     let promise = subtle
         .generate_key_with_object(&algorithm, true, &usages)

@@ -5,6 +5,7 @@
 //! - [`flow`]: enroll, unlock, resume and load journeys (no UI).
 //! - [`api`]: every relay call, typed.
 //! - [`keygen`]: RSA key pair generation through WebCrypto.
+//! - [`webkey`]: the unlocked private key as a non-extractable WebCrypto key, which decrypts.
 //! - [`lifecycle`]: the link token from the address, and the end of the session on leaving.
 //! - [`vault`]: the session blob in sessionStorage, the only thing ever stored.
 //! - [`strength`]: the enrollment's password policy and its zxcvbn estimator (a web worker).
@@ -19,3 +20,4 @@ pub mod keygen;
 pub mod lifecycle;
 pub mod strength;
 pub mod vault;
+pub mod webkey;

@@ -1,17 +1,22 @@
 //! Runs in headless Chromium (`cargo test -p viewer --target wasm32-unknown-unknown`): the
 //! protocol's test vectors decrypt inside the browser with the same code the viewer ships, the
-//! storage helpers leave nothing behind, and WebCrypto makes keys `shared` accepts. Prints the
+//! storage helpers leave nothing behind, WebCrypto makes keys `shared` accepts, and the envelope
+//! vectors open with the patient's key held by WebCrypto, non-extractable. Prints the
 //! in-browser cost of the key derivation and key generation that the UI shows progress for.
 #![cfg(target_arch = "wasm32")]
 
+use securetext_viewer::flow::{self, Unlocked};
 use securetext_viewer::vault::{self, StoredSession};
+use securetext_viewer::webkey::SessionKey;
 use serde_json::Value;
+use shared::api::MessageView;
 use shared::bundle::{KeyBundle, SealBinding};
-use shared::envelope::{Envelope, Wrap};
+use shared::envelope::{Envelope, Wrap, WrapRole};
 use shared::ids::{RecipientId, SessionId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
 use shared::keys::PrivateKey;
 use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
+use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -222,4 +227,91 @@ async fn webcrypto_generates_keys_shared_accepts() {
         now_ms() - started
     );
     assert_eq!(generated.public_key().bits(), shared::keys::RSA_BITS);
+}
+
+/// The unlocked key as the viewer holds it (issue 12, finding 12): a WebCrypto key that script
+/// cannot read back, which opens the protocol's envelope vectors, through the same opening
+/// path the page uses for listed messages.
+#[wasm_bindgen_test]
+async fn envelope_vectors_open_with_a_non_extractable_webcrypto_key() {
+    let file = vectors();
+    let subtle = web_sys::window().unwrap().crypto().unwrap().subtle();
+    let envelopes: Vec<(Envelope, &Value)> = file["envelope"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                serde_json::from_value(v["envelope_json"].clone()).unwrap(),
+                v,
+            )
+        })
+        .collect();
+    for name in ["organisation", "recipient"] {
+        let key = SessionKey::import(key(&file, name)).await.unwrap();
+        let crypto_key = key.crypto_key();
+        assert!(!crypto_key.extractable(), "{name}: extractable");
+        assert_eq!(crypto_key.type_(), "private");
+        assert_eq!(
+            crypto_key.usages().to_vec(),
+            [wasm_bindgen::JsValue::from_str("decrypt")]
+        );
+        for format in ["pkcs8", "jwk"] {
+            let exported = JsFuture::from(subtle.export_key(format, crypto_key).unwrap()).await;
+            assert!(exported.is_err(), "{name}: exportKey({format}) succeeded");
+        }
+        for (envelope, v) in &envelopes {
+            let recipient = match name {
+                "organisation" => None,
+                _ if v["recipient_key"] == name => envelope.header.recipient_id,
+                _ => continue,
+            };
+            let unwrapping = envelope.unwrapping(key.public_key(), recipient).unwrap();
+            let opened = key.open(unwrapping).await.unwrap();
+            assert_eq!(opened.content.body, v["body"].as_str().unwrap());
+            assert_eq!(opened.content.subject, v["subject"].as_str().unwrap());
+        }
+    }
+
+    // The page's path: listed, checked, opened with the session's key.
+    let (envelope, v) = envelopes
+        .iter()
+        .find(|(_, v)| v["recipient_key"] == "recipient")
+        .unwrap();
+    let recipient = envelope.header.recipient_id.unwrap();
+    let unlocked = Unlocked {
+        key: SessionKey::import(key(&file, "recipient")).await.unwrap(),
+        recipient,
+        idle_timeout_seconds: 300,
+    };
+    let mut altered = envelope.clone();
+    altered.wraps.retain(|w| w.role == WrapRole::Organisation);
+    let mut wrap = envelope.wrap_for(WrapRole::Recipient).unwrap().clone();
+    wrap.wrapped_key[20] ^= 1;
+    altered.set_recipient_wrap(wrap).unwrap();
+    let listed = |envelope: &Envelope| MessageView {
+        message_id: envelope.header.message_id,
+        organisation_name: "Riverside Clinic".into(),
+        created_at: 0,
+        expires_at: i64::MAX,
+        read_at: None,
+        awaiting_key: false,
+        envelope: Some(envelope.clone()),
+    };
+    let now = envelope.header.created_at + 1;
+    for (item, expected) in [
+        (listed(envelope), Ok(v["body"].as_str().unwrap())),
+        (listed(&altered), Err(shared::Error::DecryptionFailed)),
+    ] {
+        let items = [item];
+        let mut opened = flow::open_envelopes(&items, &[items[0].message_id], &unlocked, now).await;
+        let result = opened.remove(&items[0].message_id).unwrap();
+        assert_eq!(
+            result
+                .as_ref()
+                .map(|o| o.content.body.as_str())
+                .map_err(Clone::clone),
+            expected
+        );
+    }
 }
