@@ -110,7 +110,7 @@ const OLDER_TRANSACTIONS_WAIT: Duration = Duration::from_secs(5);
 ///   It cannot run inside a transaction, and holds the table's lock for the few milliseconds a
 ///   table of one small row per live message and session takes to copy. It copies deleted
 ///   rows that a transaction older than the deletion may still see, so it first waits (at most
-///   [`OLDER_TRANSACTIONS_WAIT`]) for those to end, and is incomplete if one did not.
+///   5 s, `OLDER_TRANSACTIONS_WAIT`) for those to end, and is incomplete if one did not.
 pub async fn scrub(store: &Store) -> StoreResult<bool> {
     let mut conn = store.conn().await?;
     match store.backend() {
