@@ -191,63 +191,20 @@ fn cases(world: &World) -> Vec<Case> {
         ),
     ];
     let mut cases = Vec::new();
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(300 * 1024));
+    let json = |bytes: &[u8]| Body::Raw("application/json", bytes.to_vec());
     for (name, method, path, auth) in json_endpoints {
-        let json = |bytes: &[u8]| Body::Raw("application/json", bytes.to_vec());
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            json(b"{,}"),
-            400,
-            "bad_request",
-        ));
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            json(b"\xff\xfe{}"),
-            400,
-            "bad_request",
-        ));
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            Body::Raw("text/plain", b"{}".to_vec()),
-            400,
-            "bad_request",
-        ));
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            json(b"[1, 2]"),
-            422,
-            "invalid",
-        ));
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            Body::Json(json!({ "unexpected": true })),
-            422,
-            "invalid",
-        ));
-        let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(300 * 1024));
-        cases.push(case(
-            name,
-            method.clone(),
-            &path,
-            auth,
-            Body::Raw("application/json", huge.into_bytes()),
-            413,
-            "body_too_large",
-        ));
+        let bodies = [
+            (json(b"{,}"), 400, "bad_request"),
+            (json(b"\xff\xfe{}"), 400, "bad_request"),
+            (Body::Raw("text/plain", b"{}".to_vec()), 400, "bad_request"),
+            (json(b"[1, 2]"), 422, "invalid"),
+            (Body::Json(json!({ "unexpected": true })), 422, "invalid"),
+            (json(huge.as_bytes()), 413, "body_too_large"),
+        ];
+        for (body, status, code) in bodies {
+            cases.push(case(name, method.clone(), &path, auth, body, status, code));
+        }
     }
 
     let envelope = envelope_json(world);
