@@ -160,7 +160,9 @@ impl Estimator {
         let id = inner.next_id.get().wrapping_add(1);
         inner.next_id.set(id);
         let pending = inner.pending.clone();
+        let mut timeout = None;
         let answer = Promise::new(&mut |resolve, reject| {
+            timeout = Some(reject.clone());
             pending.borrow_mut().insert(id, (resolve, reject));
         });
         let request = Object::new();
@@ -170,12 +172,7 @@ impl Estimator {
         set("id", &JsValue::from_f64(f64::from(id))).map_err(|_| Unavailable)?;
         set("password", &JsValue::from_str(password)).map_err(|_| Unavailable)?;
         set("inputs", &words).map_err(|_| Unavailable)?;
-        let reject = inner
-            .pending
-            .borrow()
-            .get(&id)
-            .map(|(_, reject)| reject.clone());
-        if let (Some(window), Some(reject)) = (web_sys::window(), reject) {
+        if let (Some(window), Some(reject)) = (web_sys::window(), timeout) {
             window
                 .set_timeout_with_callback_and_timeout_and_arguments_0(&reject, ANSWER_TIMEOUT_MS)
                 .map_err(|_| Unavailable)?;
