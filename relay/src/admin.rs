@@ -175,6 +175,8 @@ pub async fn create_api_key(
     orgs::get(&mut tx, org)
         .await?
         .ok_or(AdminError::NotFound("no such organisation"))?;
+    // Before the insert that references the organisation (see `lock_chain`).
+    audit::lock_chain(&mut tx, org).await?;
     orgs::create_api_key(
         &mut tx,
         &id,

@@ -317,6 +317,10 @@ async fn submit(
         now,
     )
     .await?;
+    // The patient's row, then the chain, then the inserts that reference both: the lock order
+    // of `lock_chain`.
+    recipients::lock(&mut tx, recipient.id).await?;
+    audit::lock_chain(&mut tx, org.id).await?;
     if let Some(named) = header.recipient_id {
         if named != recipient.id {
             return Err(AppError::invalid(

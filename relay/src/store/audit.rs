@@ -44,12 +44,30 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Takes the lock of `organisation`'s chain until the transaction ends (PostgreSQL: its row,
+/// `FOR UPDATE`; SQLite has a single writer), so that concurrent relays append in turn.
+///
+/// A transaction that inserts rows referencing the organisation (messages, outbox rows, API
+/// keys) and then appends must call this *first*: PostgreSQL's foreign-key check of each insert
+/// takes a `KEY SHARE` lock on the organisation row, and upgrading it to the append's
+/// `FOR UPDATE` while another transaction already waits for that row is a deadlock, which
+/// PostgreSQL resolves by failing one of them (seen under load as `500`s).
+///
+/// The lock order on PostgreSQL is therefore: the existing rows a transaction changes or
+/// waits for (a patient, a message, an outbox row, a throttle counter) first, then the chains
+/// of the organisations involved (in id order when several), then the inserts that reference an
+/// organisation. A transaction taking a chain before a patient's row deadlocks with an unlock,
+/// which changes the patient's row and then appends.
+pub async fn lock_chain(tx: &mut Tx, organisation: OrganisationId) -> StoreResult<()> {
+    tx.lock_row("organisations", &organisation.to_string())
+        .await
+}
+
 /// Appends an event to its organisation's chain. Runs inside the transaction of the change it
-/// records; on PostgreSQL the organisation row is locked so that concurrent relays append in
-/// turn (SQLite has a single writer).
+/// records, and takes the chain's lock ([`lock_chain`]) unless the transaction holds it.
 pub async fn append(tx: &mut Tx, record: Record<'_>, now: i64) -> StoreResult<AuditEvent> {
+    lock_chain(tx, record.organisation).await?;
     let org = record.organisation.to_string();
-    tx.lock_row("organisations", &org).await?;
     let last = sqlx::query(
         "SELECT event FROM audit_events WHERE organisation_id = $1 ORDER BY seq DESC LIMIT 1",
     )

@@ -400,18 +400,23 @@ pub async fn purge_revoked(conn: &mut AnyConnection) -> StoreResult<u64> {
     .rows_affected())
 }
 
-/// The organisations that have messaged a patient (whose audit logs record patient events).
+/// The organisations that have messaged a patient (whose audit logs record patient events), in
+/// id order: the order a transaction appending to several of their chains locks them in, so
+/// that two such transactions cannot deadlock.
 pub async fn organisations_of_recipient(
     conn: &mut AnyConnection,
     recipient: RecipientId,
 ) -> StoreResult<Vec<OrganisationId>> {
-    sqlx::query("SELECT DISTINCT organisation_id FROM messages WHERE recipient_id = $1")
-        .bind(recipient.to_string())
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|row| row::parsed(row, "organisation_id"))
-        .collect()
+    sqlx::query(
+        "SELECT DISTINCT organisation_id FROM messages WHERE recipient_id = $1 \
+         ORDER BY organisation_id",
+    )
+    .bind(recipient.to_string())
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|row| row::parsed(row, "organisation_id"))
+    .collect()
 }
 
 /// Seals the envelopes stored before row keys existed (migration 0005 moved them to

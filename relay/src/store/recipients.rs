@@ -132,7 +132,9 @@ pub async fn find_by_phone(
 }
 
 /// Locks the patient's row until the transaction ends (PostgreSQL; SQLite has a single
-/// writer), so that concurrent unlock attempts are counted one after another.
+/// writer), so that concurrent unlock attempts are counted one after another. A transaction
+/// that also locks an organisation's audit chain takes the patient first (the lock order of
+/// [`super::audit::lock_chain`]).
 pub async fn lock(tx: &mut Tx, id: RecipientId) -> StoreResult<()> {
     tx.lock_row("recipients", &id.to_string()).await
 }
