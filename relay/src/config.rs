@@ -320,6 +320,16 @@ pub struct LimitArgs {
     #[arg(long, env = "RELAY_OUTBOX_POLL_MS", default_value_t = millis(D.outbox_poll))]
     pub outbox_poll_ms: u64,
 
+    /// How long a claimed SMS is reserved for the instance sending it; after a crash, another
+    /// instance (or the restarted one) sends it once this has passed (seconds).
+    #[arg(
+        long,
+        env = "RELAY_OUTBOX_LEASE_SECONDS",
+        default_value_t = D.outbox_lease.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub outbox_lease_seconds: u64,
+
     /// Attempts to deliver an SMS before it is marked failed.
     #[arg(long, env = "RELAY_SMS_MAX_ATTEMPTS", default_value_t = D.sms_max_attempts)]
     pub sms_max_attempts: u32,
@@ -355,6 +365,7 @@ impl From<&LimitArgs> for Limits {
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
             max_connections: args.max_connections,
             outbox_poll: Duration::from_millis(args.outbox_poll_ms),
+            outbox_lease: Duration::from_secs(args.outbox_lease_seconds),
             sms_max_attempts: args.sms_max_attempts,
             purge_interval: Duration::from_secs(args.purge_interval_seconds),
             ..Limits::DEFAULT

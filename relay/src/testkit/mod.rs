@@ -4,7 +4,8 @@
 //! ([`TestDb`]), the fixed keys of the protocol vectors ([`keys`]), messages sealed as the
 //! sender tooling seals them ([`seal`]), the patient's side played with `shared` as the viewer
 //! plays it ([`Patient`]), deadline-bounded polling ([`wait_until`]), a PostgreSQL connection
-//! that can be cut ([`DatabaseProxy`]) and the check of every answer against the generated
+//! that can be cut ([`DatabaseProxy`]), the `relay serve` binary as a child process to kill
+//! ([`RelayProcess`]) and the check of every answer against the generated
 //! OpenAPI document ([`Contract`]).
 //!
 //! It lives in the relay crate because it boots the relay: a separate crate would need the
@@ -15,7 +16,9 @@
 mod contract;
 mod db;
 mod fixtures;
+pub mod load;
 mod patient;
+mod process;
 mod proxy;
 mod server;
 mod wait;
@@ -24,6 +27,7 @@ pub use contract::Contract;
 pub use db::{POSTGRES_ADMIN_URL, TestDb};
 pub use fixtures::{Keys, content, header, keys, seal};
 pub use patient::{Patient, Unlocked};
+pub use process::{Endpoint, RelayProcess};
 pub use proxy::DatabaseProxy;
 pub use server::{START, Sender, TestRelay, TestRelayBuilder};
 pub use wait::{wait_for, wait_until};

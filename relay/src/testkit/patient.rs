@@ -12,7 +12,7 @@ use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
 use shared::keys::PrivateKey;
 
-use super::server::TestRelay;
+use super::process::Endpoint;
 
 /// A patient with a key pair and a password.
 #[derive(Debug)]
@@ -36,9 +36,9 @@ pub struct Unlocked {
 
 impl Patient {
     /// Opens the link (`POST /v1/viewer/open`).
-    pub async fn open(relay: &TestRelay, link: &str) -> OpenResponse {
+    pub async fn open(relay: &impl Endpoint, link: &str) -> OpenResponse {
         let response = relay
-            .http
+            .http()
             .post(relay.url("/v1/viewer/open"))
             .json(&LinkRequest { link: link.into() })
             .send()
@@ -51,14 +51,14 @@ impl Patient {
     /// Enrolls with this key and password at the minimum KDF cost (to keep tests fast). The
     /// real viewer refuses to unlock such an enrollment: use [`Self::enroll_with`] and
     /// [`KdfParams::DEFAULT`] for a patient who then unlocks in a browser.
-    pub async fn enroll(&self, relay: &TestRelay, link: &str) -> RecipientId {
+    pub async fn enroll(&self, relay: &impl Endpoint, link: &str) -> RecipientId {
         self.enroll_with(relay, link, KdfParams::MINIMUM).await
     }
 
     /// Enrolls with this key and password at the given KDF cost.
     pub async fn enroll_with(
         &self,
-        relay: &TestRelay,
+        relay: &impl Endpoint,
         link: &str,
         kdf_params: KdfParams,
     ) -> RecipientId {
@@ -87,7 +87,7 @@ impl Patient {
             verifier: keys.auth.verifier(),
         };
         let response = relay
-            .http
+            .http()
             .post(relay.url("/v1/viewer/enroll"))
             .json(&request)
             .send()
@@ -98,7 +98,7 @@ impl Patient {
     }
 
     /// Unlocks with the password and unseals the private key from the relay's bundle.
-    pub async fn unlock(&self, relay: &TestRelay, link: &str) -> Unlocked {
+    pub async fn unlock(&self, relay: &impl Endpoint, link: &str) -> Unlocked {
         let opened = Self::open(relay, link).await;
         let PatientState::Enrolled { kdf_params, salt } = opened.patient else {
             panic!("the patient is not enrolled");
@@ -110,7 +110,7 @@ impl Patient {
             proof: keys.auth.to_base64url().to_string(),
         };
         let response = relay
-            .http
+            .http()
             .post(relay.url("/v1/viewer/unlock"))
             .json(&request)
             .send()
@@ -123,7 +123,7 @@ impl Patient {
             .to_owned();
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let bundle: KeyBundle = relay
-            .http
+            .http()
             .get(relay.url("/v1/viewer/key"))
             .header("cookie", &cookie)
             .send()
@@ -149,7 +149,7 @@ impl Patient {
     /// `None` while it waits for a wrap to this patient's key.
     pub async fn read_all(
         &self,
-        relay: &TestRelay,
+        relay: &impl Endpoint,
         link: &str,
         recipient: RecipientId,
     ) -> Vec<(MessageId, Option<Content>)> {
@@ -157,7 +157,7 @@ impl Patient {
         // The sealed key the relay holds is the one this patient enrolled.
         assert_eq!(session.key.public_key(), self.key.public_key());
         let listing: MessageList = relay
-            .http
+            .http()
             .get(relay.url("/v1/viewer/messages"))
             .header("cookie", &session.cookie)
             .send()
