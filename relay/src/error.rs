@@ -13,8 +13,9 @@ use shared::api::{ErrorBody, ErrorCode};
 
 use crate::store::StoreError;
 
-/// Everything an API request can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything an API request can fail with. `Clone`, so that a failed batch of submissions
+/// answers each of them ([`crate::submissions`]).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// The body is not valid JSON or does not have the expected shape.
     #[error("{0}")]

@@ -24,6 +24,7 @@ pub mod server;
 pub mod sms;
 pub mod state;
 pub mod store;
+pub mod submissions;
 #[cfg(feature = "test-util")]
 pub mod testkit;
 

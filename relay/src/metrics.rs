@@ -38,6 +38,9 @@ pub struct Metrics {
     pub unlocks: AtomicU64,
     /// Background jobs restarted after a panic or an early end.
     pub job_restarts: AtomicU64,
+    /// Transactions that wrote a batch of submissions (group commit): against
+    /// `messages_accepted`, how many submissions shared a durable commit.
+    pub submission_batches: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +91,11 @@ impl Metrics {
                 "securetext_unlocks_total",
                 "Successful unlocks.",
                 Some(&self.unlocks),
+            ),
+            (
+                "securetext_submission_batches_total",
+                "Committed transactions of batched submissions (group commit).",
+                Some(&self.submission_batches),
             ),
             (
                 "securetext_job_restarts_total",

@@ -12,6 +12,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::sms::SmsProvider;
 use crate::store::Store;
+use crate::submissions::Submissions;
 
 /// The time source. Tests drive a manual clock to cross expiries and lockouts without sleeping.
 #[derive(Debug, Clone)]
@@ -59,8 +60,9 @@ pub struct AppState {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     store: Store,
+    submissions: Submissions,
     data_key: DataKey,
     settings: Settings,
     sms: Arc<dyn SmsProvider>,
@@ -70,7 +72,8 @@ struct Inner {
 }
 
 impl AppState {
-    /// Assembles the state.
+    /// Assembles the state and starts its submission writer ([`crate::submissions`]); call it
+    /// inside a Tokio runtime.
     pub fn new(
         store: Store,
         data_key: DataKey,
@@ -79,8 +82,9 @@ impl AppState {
         clock: Clock,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|state| Inner {
                 store,
+                submissions: Submissions::start(state.clone()),
                 data_key,
                 settings,
                 sms,
@@ -89,6 +93,16 @@ impl AppState {
                 clock,
             }),
         }
+    }
+
+    /// The state the submission writer holds weakly, while the relay runs.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Where handlers queue submissions for the next group commit.
+    pub fn submissions(&self) -> &Submissions {
+        &self.inner.submissions
     }
 
     /// The database.

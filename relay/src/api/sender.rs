@@ -9,19 +9,17 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rand_core::OsRng;
 use shared::api::{
     AuditQuery, ErrorBody, ErrorCode, LookupRequest, OrganisationView, PendingRewrap,
     PendingRewraps, RecipientView, RegisterKeyRequest, RevokeResponse, StatusView, SubmitRequest,
-    SubmitResponse, SubmitStatus, UploadWrapRequest, UploadWrapResponse,
+    SubmitResponse, UploadWrapRequest, UploadWrapResponse,
 };
 use shared::audit::AuditKind;
 use shared::envelope::{Direction, Envelope, WrapRole};
-use shared::ids::{MessageId, RecipientId};
+use shared::ids::MessageId;
 use shared::keys::PublicKey;
 use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
-use sqlx::AnyConnection;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,10 +28,10 @@ use crate::http::{ApiJson, ApiPath};
 use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
-use crate::store::messages::{self, MessageStatus, NewMessage, StoredMessage};
+use crate::store::messages::{self, MessageStatus, StoredMessage};
 use crate::store::orgs::{self, Organisation};
-use crate::store::outbox::{self, SealedSms};
-use crate::store::{recipients, throttle};
+use crate::store::recipients;
+use crate::submissions::{self, Accepted, Submission};
 
 /// The sender API routes, with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -172,15 +170,6 @@ async fn lookup_recipient(
     }))
 }
 
-fn submit_response(message: &StoredMessage, now: i64) -> SubmitResponse {
-    SubmitResponse {
-        message_id: message.id,
-        recipient_id: message.recipient_id,
-        status: message.status_at(now).into(),
-        expires_at: message.expires_at,
-    }
-}
-
 /// Checks a submitted envelope against the caller and the clock; nothing is written yet.
 fn check_envelope(
     envelope: &Envelope,
@@ -234,31 +223,6 @@ fn check_envelope(
     Ok(())
 }
 
-/// Refuses the request once the API key has used its sends for this minute.
-async fn check_send_rate(
-    tx: &mut AnyConnection,
-    state: &AppState,
-    sender: &Sender,
-    now: i64,
-) -> ApiResult<()> {
-    let limit = state.settings().limits.send_rate_per_minute;
-    let key = format!("send:{}:{}", sender.key_id, now / 60);
-    if throttle::increment(tx, &key, now).await? > limit {
-        return Err(AppError::TooMany {
-            code: ErrorCode::RateLimited,
-            message: "too many messages from this API key; retry after the indicated time",
-            retry_after: u64::try_from(60 - now.rem_euclid(60)).unwrap_or(60),
-        });
-    }
-    Ok(())
-}
-
-/// The SMS text: who it is from and the link. No PHI, no key; one GSM segment.
-pub fn sms_body(organisation_name: &str, link: &str) -> String {
-    let name: String = organisation_name.chars().take(40).collect();
-    format!("{name}: you have a secure message. Open {link}")
-}
-
 /// Accepts a sealed message for a phone number and queues its SMS, in one transaction.
 #[utoipa::path(post, path = "/v1/messages", tag = "sender", security(("api_key" = [])),
     request_body = SubmitRequest,
@@ -278,7 +242,6 @@ async fn submit(
     ApiJson(body): ApiJson<SubmitRequest>,
 ) -> ApiResult<Response> {
     let now = state.now();
-    let org = &sender.organisation;
     let phone = phone_field("to", &body.to)?;
     if let Some(key) = &body.idempotency_key
         && (key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()))
@@ -288,117 +251,48 @@ async fn submit(
             "1 to 200 printable ASCII characters",
         ));
     }
-    let max_lifetime = seconds(state.settings().limits.message_max_lifetime);
-    let header = body.envelope.header;
-    let mut tx = state.store().begin().await?;
     // A retry of an accepted submission gets the original answer, even if the envelope would
     // no longer pass today's checks (it expired meanwhile, the organisation key rotated).
-    if let Some(key) = &body.idempotency_key
-        && let Some(existing) = messages::by_idempotency_key(&mut tx, org.id, key).await?
-    {
-        if existing.id != header.message_id {
-            return Err(AppError::Refused {
-                code: ErrorCode::IdempotencyKeyReused,
-                message: "this idempotency key was used for another message",
-            });
+    if let Some(key) = &body.idempotency_key {
+        let mut conn = state.store().conn().await?;
+        if let Some(existing) =
+            messages::by_idempotency_key(&mut conn, sender.organisation.id, key).await?
+        {
+            if existing.id != body.envelope.header.message_id {
+                return Err(AppError::Refused {
+                    code: ErrorCode::IdempotencyKeyReused,
+                    message: "this idempotency key was used for another message",
+                });
+            }
+            let original = submissions::response(&existing, now);
+            return Ok((StatusCode::OK, Json(original)).into_response());
         }
-        return Ok((StatusCode::OK, Json(submit_response(&existing, now))).into_response());
     }
-    check_envelope(&body.envelope, org, now, max_lifetime)?;
-    check_send_rate(&mut tx, &state, &sender, now).await?;
-    if messages::exists(&mut tx, header.message_id).await? {
-        return Err(duplicate_message());
-    }
-    let recipient = recipients::get_or_create(
-        &mut tx,
-        RecipientId::random(&mut OsRng),
-        &phone.lookup(state.data_key()),
-        phone.seal(state.data_key(), &mut OsRng),
+    let max_lifetime = seconds(state.settings().limits.message_max_lifetime);
+    check_envelope(&body.envelope, &sender.organisation, now, max_lifetime)?;
+    let first_contact = body.envelope.header.recipient_id.is_none();
+    let submission = Submission {
+        organisation: sender.organisation,
+        api_key_id: sender.key_id,
+        phone,
+        envelope: body.envelope,
+        idempotency_key: body.idempotency_key,
         now,
-    )
-    .await?;
-    // The patient's row, then the chain, then the inserts that reference both: the lock order
-    // of `lock_chain`.
-    recipients::lock(&mut tx, recipient.id).await?;
-    audit::lock_chain(&mut tx, org.id).await?;
-    if let Some(named) = header.recipient_id {
-        if named != recipient.id {
-            return Err(AppError::invalid(
-                "envelope",
-                "the header's recipient_id is not the patient with this phone number",
-            ));
-        }
-        let current = recipient
-            .enrollment
-            .as_ref()
-            .map(|e| e.public_key.fingerprint());
-        let wrapped_to = body
-            .envelope
-            .wrap_for(WrapRole::Recipient)
-            .map(|w| w.key_fingerprint);
-        if current.is_none() || current != wrapped_to {
-            return Err(AppError::Refused {
-                code: ErrorCode::RecipientKeyChanged,
-                message: "the patient's key is not the one this envelope is wrapped to; \
-                          look the patient up again",
-            });
-        }
-    }
-
-    let link = Token::random(&mut OsRng);
-    // The token goes in the fragment, which browsers never send: the request a TLS proxy, load
-    // balancer or CDN logs is `GET /m/`, while the viewer reads the token from
-    // `location.hash`. (`GET /m/{link}` still serves links texted in the older path form.)
-    let link_url = format!(
-        "{}/m/#{}",
-        state.settings().public_url,
-        link.to_base64url().as_str()
-    );
-    let inserted = messages::insert(
-        &mut tx,
-        &NewMessage {
-            envelope: &body.envelope,
-            recipient_id: recipient.id,
-            idempotency_key: body.idempotency_key.as_deref(),
-            link: link.hash(TokenKind::Link),
-            now,
-        },
-    )
-    .await?;
-    if !inserted {
-        // A concurrent submission of the same message (or idempotency key) won the race.
-        return Err(duplicate_message());
-    }
-    let body_text = zeroize::Zeroizing::new(sms_body(&org.display_name, &link_url));
-    let outbox_id = MessageId::random(&mut OsRng).to_string();
-    let sms = SealedSms::seal(state.data_key(), &phone, &body_text);
-    outbox::enqueue(&mut tx, &outbox_id, header.message_id, org.id, &sms, now).await?;
-    for kind in [AuditKind::MessageCreated, AuditKind::SmsQueued] {
-        let record = Record::message(org.id, kind, header.message_id, recipient.id);
-        audit::append(&mut tx, record, now).await?;
-    }
-    tx.commit().await?;
-    state.wake_outbox();
-    crate::metrics::Metrics::inc(&state.metrics().messages_accepted);
-    tracing::info!(
-        organisation = %org.id,
-        message = %header.message_id,
-        first_contact = header.recipient_id.is_none(),
-        "message accepted"
-    );
-    let accepted = SubmitResponse {
-        message_id: header.message_id,
-        recipient_id: recipient.id,
-        status: SubmitStatus::Queued,
-        expires_at: header.expires_at,
     };
-    Ok((StatusCode::CREATED, Json(accepted)).into_response())
-}
-
-fn duplicate_message() -> AppError {
-    AppError::Refused {
-        code: ErrorCode::DuplicateMessage,
-        message: "a message with this id or idempotency key already exists",
+    let organisation = submission.organisation.id;
+    match state.submissions().submit(submission).await? {
+        Accepted::Replay(original) => Ok((StatusCode::OK, Json(original)).into_response()),
+        Accepted::New(accepted) => {
+            state.wake_outbox();
+            crate::metrics::Metrics::inc(&state.metrics().messages_accepted);
+            tracing::info!(
+                organisation = %organisation,
+                message = %accepted.message_id,
+                first_contact,
+                "message accepted"
+            );
+            Ok((StatusCode::CREATED, Json(accepted)).into_response())
+        }
     }
 }
 

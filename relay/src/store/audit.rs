@@ -1,5 +1,7 @@
 //! The append-only, hash-chained audit log (format in `shared::audit`).
 
+use std::collections::HashMap;
+
 use shared::audit::{AuditEvent, AuditKind};
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use sqlx::AnyConnection;
@@ -66,45 +68,72 @@ pub async fn lock_chain(tx: &mut Tx, organisation: OrganisationId) -> StoreResul
 /// Appends an event to its organisation's chain. Runs inside the transaction of the change it
 /// records, and takes the chain's lock ([`lock_chain`]) unless the transaction holds it.
 pub async fn append(tx: &mut Tx, record: Record<'_>, now: i64) -> StoreResult<AuditEvent> {
-    lock_chain(tx, record.organisation).await?;
-    let org = record.organisation.to_string();
-    let last = sqlx::query(
-        "SELECT event FROM audit_events WHERE organisation_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(&org)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|row| row::json::<AuditEvent>(&row, "event"))
-    .transpose()?;
-    let event = match &last {
-        Some(last) => last.next(
-            now,
-            record.kind,
-            record.message,
-            record.recipient,
-            record.detail,
-        ),
-        None => AuditEvent::first(
-            record.organisation,
-            now,
-            record.kind,
-            record.message,
-            record.recipient,
-            record.detail,
-        ),
+    Chains::default().append(tx, record, now).await
+}
+
+/// The heads of the chains one transaction appends to, each read once: a batch of submissions
+/// appends many events to a chain without re-reading its last event for each.
+#[derive(Debug, Default)]
+pub struct Chains {
+    heads: HashMap<OrganisationId, Option<AuditEvent>>,
+}
+
+impl Chains {
+    /// Appends an event to its organisation's chain (locking the chain on first use).
+    pub async fn append(
+        &mut self,
+        tx: &mut Tx,
+        record: Record<'_>,
+        now: i64,
+    ) -> StoreResult<AuditEvent> {
+        let org = record.organisation.to_string();
+        let head = match self.heads.get(&record.organisation) {
+            Some(head) => head.clone(),
+            None => {
+                lock_chain(tx, record.organisation).await?;
+                sqlx::query(
+                    "SELECT event FROM audit_events WHERE organisation_id = $1 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(&org)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|row| row::json::<AuditEvent>(&row, "event"))
+                .transpose()?
+            }
+        };
+        let event = match &head {
+            Some(last) => last.next(
+                now,
+                record.kind,
+                record.message,
+                record.recipient,
+                record.detail,
+            ),
+            None => AuditEvent::first(
+                record.organisation,
+                now,
+                record.kind,
+                record.message,
+                record.recipient,
+                record.detail,
+            ),
+        }
+        .map_err(|e| StoreError::corrupt("audit chain", e))?;
+        let seq = i64::try_from(event.seq).map_err(|e| StoreError::corrupt("audit seq", e))?;
+        sqlx::query(
+            "INSERT INTO audit_events (organisation_id, seq, message_id, event) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&org)
+        .bind(seq)
+        .bind(record.message.map(|m| m.to_string()))
+        .bind(to_json(&event)?)
+        .execute(&mut **tx)
+        .await?;
+        self.heads.insert(record.organisation, Some(event.clone()));
+        Ok(event)
     }
-    .map_err(|e| StoreError::corrupt("audit chain", e))?;
-    let seq = i64::try_from(event.seq).map_err(|e| StoreError::corrupt("audit seq", e))?;
-    sqlx::query(
-        "INSERT INTO audit_events (organisation_id, seq, message_id, event) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&org)
-    .bind(seq)
-    .bind(record.message.map(|m| m.to_string()))
-    .bind(to_json(&event)?)
-    .execute(&mut **tx)
-    .await?;
-    Ok(event)
 }
 
 /// An organisation's events after `after_seq`, oldest first, at most `limit`.

@@ -342,6 +342,31 @@ impl Tx {
         }
     }
 
+    /// Marks a point the transaction can return to ([`Self::rollback_to_savepoint`]) without
+    /// losing what it did before; the same on both backends. One at a time: a new one replaces
+    /// the last for rollback and release.
+    pub async fn savepoint(&mut self) -> StoreResult<()> {
+        sqlx::query("SAVEPOINT item").execute(&mut **self).await?;
+        Ok(())
+    }
+
+    /// Undoes everything since [`Self::savepoint`]; on PostgreSQL also an error since then,
+    /// which would otherwise abort the whole transaction.
+    pub async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
+        sqlx::query("ROLLBACK TO SAVEPOINT item")
+            .execute(&mut **self)
+            .await?;
+        self.release_savepoint().await
+    }
+
+    /// Keeps everything since [`Self::savepoint`] as part of the transaction.
+    pub async fn release_savepoint(&mut self) -> StoreResult<()> {
+        sqlx::query("RELEASE SAVEPOINT item")
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
     /// Locks the row of `table` with this `id` until the transaction ends (PostgreSQL; SQLite
     /// has a single writer), so that concurrent relays change it one after another.
     async fn lock_row(&mut self, table: &'static str, id: &str) -> StoreResult<()> {

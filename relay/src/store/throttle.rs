@@ -134,18 +134,33 @@ pub async fn put(
     Ok(())
 }
 
-/// Adds one to a counter atomically and returns the new count.
-pub async fn increment(conn: &mut AnyConnection, key: &str, now: i64) -> StoreResult<u32> {
-    let counted = sqlx::query(
-        "INSERT INTO throttles (key, count, updated_at) VALUES ($1, 1, $2) \
-         ON CONFLICT (key) DO UPDATE SET count = throttles.count + 1, updated_at = $2 \
-         RETURNING count",
+/// Grants up to `wanted` more counts under `limit`, atomically, and returns how many it
+/// granted (`0` once the counter has reached the limit). The first statement locks the counter
+/// on PostgreSQL, so concurrent relays grant one after another and never more than the limit.
+pub async fn grant(
+    conn: &mut AnyConnection,
+    key: &str,
+    wanted: u32,
+    limit: u32,
+    now: i64,
+) -> StoreResult<u32> {
+    let current = sqlx::query(
+        "INSERT INTO throttles (key, count, updated_at) VALUES ($1, 0, $2) \
+         ON CONFLICT (key) DO UPDATE SET updated_at = $2 RETURNING count",
     )
     .bind(key)
     .bind(now)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    row::count(&counted, "count")
+    let granted = wanted.min(limit.saturating_sub(row::count(&current, "count")?));
+    if granted > 0 {
+        sqlx::query("UPDATE throttles SET count = count + $1 WHERE key = $2")
+            .bind(i64::from(granted))
+            .bind(key)
+            .execute(conn)
+            .await?;
+    }
+    Ok(granted)
 }
 
 /// Deletes counters not touched since `before` (old rate windows, forgiven addresses).
