@@ -23,8 +23,8 @@ pub struct Device {
     pub unlock: Counter,
 }
 
-/// The first of `tokens` that is bound to `recipient` and not expired at `now`, locked until the
-/// transaction ends on PostgreSQL (the patient's row lock already serialises its unlocks).
+/// The first of `tokens` that is bound to `recipient` and not expired at `now`. Callers hold the
+/// patient's row lock, which already serialises the patient's unlocks and so the device's.
 pub async fn find(
     tx: &mut Tx,
     recipient: RecipientId,
