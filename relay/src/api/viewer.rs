@@ -6,8 +6,9 @@
 //! and changes nothing, because link-preview bots and mail scanners fetch links. The page's
 //! JavaScript then POSTs the link to record the open,
 //! enroll or unlock. A successful unlock returns a session cookie (`HttpOnly`,
-//! `SameSite=Strict`, `Secure` under TLS) and the relay's half of the session key; the sealed
-//! private key and the envelopes are only released to a live session.
+//! `SameSite=Strict`, `Secure` under TLS), a device cookie (see [`super::device`]) and the
+//! relay's half of the session key; the sealed private key and the envelopes are only released
+//! to a live session.
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -201,7 +202,11 @@ async fn open(
     let message = resolve_link(&mut tx, &body.link, now).await?;
     check_open_rate(&mut tx, &state, &address, now).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
-    check_enrollment_epoch(&message, &recipient)?;
+    if let Err(superseded) = check_enrollment_epoch(&message, &recipient) {
+        // Still counted against the address's rate: polling an old link is throttled too.
+        tx.commit().await?;
+        return Err(superseded);
+    }
     let opens = messages::record_open(&mut tx, message.id, now).await?;
     let detail = format!("opens={opens}");
     let record = Record::message(
