@@ -47,6 +47,7 @@ attacks![
     open_is_throttled_and_audited,
     reset_refuses_enrollment_through_old_links,
     clear_lockout_clears_counters_only,
+    a_device_cookie_is_no_key_to_another_patient_nor_after_a_remote_wipe,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -574,5 +575,52 @@ async fn clear_lockout_clears_counters_only(backend: Backend) {
     assert_eq!(cleared.len(), 1);
     assert!(audited(&relay, &clinic, "key_reset").await.is_empty());
     assert!(audited(&relay, &clinic, "session_revoked").await.is_empty());
+    relay.finish().await;
+}
+
+/// A device cookie counts only for the patient it unlocked, and `relay patient revoke-sessions`
+/// (the remote wipe of a lost phone) makes the phone an unknown browser again.
+async fn a_device_cookie_is_no_key_to_another_patient_nor_after_a_remote_wipe(backend: Backend) {
+    let relay = relay_with(backend, Limits::default()).await;
+    let clinic = relay.registered_organisation("Wipe Clinic").await;
+    let a = enrolled(&relay, &clinic, "+15557700001").await;
+    let b = enrolled(&relay, &clinic, "+15557700002").await;
+    let proof_a = right_proof(&relay, &a).await;
+    let proof_b = right_proof(&relay, &b).await;
+    let mut phone = Browser::at("192.0.2.70");
+    assert_eq!(unlock(&relay, &a, &proof_a, &mut phone).await.0, 200);
+    let device_of_a = phone.device.clone().unwrap();
+
+    // B locked out: A's device cookie does not pass B's lockout.
+    lock_out(&relay, &b, &mut Browser::at("198.51.100.70")).await;
+    let mut a_browser_at_b = Browser {
+        address: "192.0.2.71",
+        device: Some(device_of_a.clone()),
+    };
+    assert_eq!(
+        unlock(&relay, &b, &proof_b, &mut a_browser_at_b).await.0,
+        429
+    );
+
+    // A locked out; the phone passes until the remote wipe, then waits like any browser.
+    lock_out(&relay, &a, &mut Browser::at("198.51.100.71")).await;
+    assert_eq!(unlock(&relay, &a, &proof_a, &mut phone).await.0, 200);
+    relay::admin::revoke_sessions(
+        relay.state().store(),
+        relay.state().data_key(),
+        "+15557700001",
+    )
+    .await
+    .unwrap();
+    let mut wiped = Browser {
+        address: "192.0.2.70",
+        device: Some(device_of_a),
+    };
+    let (status, body) = unlock(&relay, &a, &proof_a, &mut wiped).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("locked_out")),
+        "{body}"
+    );
     relay.finish().await;
 }
