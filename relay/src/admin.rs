@@ -13,7 +13,8 @@ use shared::token::{Token, TokenKind};
 
 use crate::config::{Secret, StorageArgs};
 use crate::store::audit::{self, Record};
-use crate::store::{Backend, Store, StoreError, Tx, messages, orgs, recipients, sessions};
+use crate::store::throttle::Counter;
+use crate::store::{Backend, Store, StoreError, Tx, devices, messages, orgs, recipients, sessions};
 
 /// Why an operator command or start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -252,19 +253,22 @@ async fn audit_patient_event(
     Ok(())
 }
 
-/// Ends every session of the patient: their devices' sealed blobs become useless. Returns how
-/// many sessions were live.
+/// Ends every session of the patient: their devices' sealed blobs become useless, and no
+/// browser stays a known device (a lost phone must not keep passing lockouts). Returns how many
+/// sessions were live.
 pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Result<u64, AdminError> {
     let mut tx = store.begin().await?;
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
     let ended = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
+    devices::forget(&mut tx, recipient).await?;
     let detail = format!("sessions={ended}");
     audit_patient_event(&mut tx, recipient, AuditKind::SessionRevoked, &detail).await?;
     tx.commit().await?;
     Ok(ended)
 }
 
-/// Forgets the patient's enrollment and ends their sessions.
+/// Forgets the patient's enrollment, their sessions and known devices; only links texted after
+/// this enroll again.
 pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Result<(), AdminError> {
     let mut tx = store.begin().await?;
     let recipient = recipient_by_phone(&mut tx, key, phone).await?;
@@ -272,7 +276,20 @@ pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Resu
         return Err(AdminError::NotApplicable("the patient has not enrolled"));
     }
     sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
+    devices::forget(&mut tx, recipient).await?;
     audit_patient_event(&mut tx, recipient, AuditKind::KeyReset, "").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Clears the patient's failure counters and lockouts, for unknown browsers and for each known
+/// device; leaves the enrollment, the links, the sessions and the devices themselves alone.
+pub async fn clear_lockout(store: &Store, key: &DataKey, phone: &str) -> Result<(), AdminError> {
+    let mut tx = store.begin().await?;
+    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
+    recipients::set_unlock_state(&mut tx, recipient, &Counter::default()).await?;
+    devices::clear_counters(&mut tx, recipient).await?;
+    audit_patient_event(&mut tx, recipient, AuditKind::LockoutCleared, "").await?;
     tx.commit().await?;
     Ok(())
 }

@@ -88,7 +88,7 @@ pub enum Command {
     /// Manage sender API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
-    /// Manage patients: remote wipe and enrollment reset.
+    /// Manage patients: remote wipe, enrollment reset and clearing a lockout.
     #[command(subcommand)]
     Patient(PatientCommand),
     /// Export or verify an organisation's audit log.
@@ -136,10 +136,15 @@ pub enum PatientCommand {
     /// The patient's phone number is read from standard input, never from the command line
     /// (which every local user can read, and shell history keeps).
     RevokeSessions,
-    /// Forget the patient's enrollment (forgotten password): they enroll again from their next
-    /// link, and senders re-wrap live messages after approving the new key.
+    /// Forget the patient's enrollment (forgotten password): they enroll again from the link of
+    /// a message sent after the reset (links texted before it can no longer set a password),
+    /// and senders re-wrap live messages after approving the new key.
     /// The patient's phone number is read from standard input.
     ResetEnrollment,
+    /// Clear the patient's wrong-password counters and lockouts (a patient locked out by
+    /// someone else's guesses); the enrollment, links and sessions stay as they are.
+    /// The patient's phone number is read from standard input.
+    ClearLockout,
 }
 
 /// Audit commands.
@@ -285,6 +290,10 @@ pub struct LimitArgs {
     )]
     pub address_unlock_attempts: u32,
 
+    /// Link opens one client address may make per minute.
+    #[arg(long, env = "RELAY_OPEN_RATE_PER_MINUTE", default_value_t = D.open_rate_per_minute)]
+    pub open_rate_per_minute: u32,
+
     /// Messages one API key may submit per minute.
     #[arg(long, env = "RELAY_SEND_RATE_PER_MINUTE", default_value_t = D.send_rate_per_minute)]
     pub send_rate_per_minute: u32,
@@ -359,6 +368,7 @@ impl From<&LimitArgs> for Limits {
             unlock_attempts: args.unlock_attempts,
             first_lockout: Duration::from_secs(args.lockout_seconds),
             address_unlock_attempts: args.address_unlock_attempts,
+            open_rate_per_minute: args.open_rate_per_minute,
             send_rate_per_minute: args.send_rate_per_minute,
             max_body_bytes: args.max_body_bytes,
             header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),

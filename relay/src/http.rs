@@ -5,10 +5,11 @@
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use shared::token::Token;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -165,6 +166,26 @@ pub fn request_span(req: &Request) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!("request", method = %req.method(), route, request_id)
+}
+
+/// Cookies of one name tried per request: enough for a planted one or two beside the real one,
+/// not a way to make one request cost many lookups.
+const MAX_COOKIES_OF_A_NAME: usize = 4;
+
+/// The tokens in every cookie called `name`, in order, the first few only. Every one is kept
+/// (not just the first): a cookie of our name planted beside the real one (by a sibling
+/// subdomain over plain HTTP, or an injected header) must not hide it.
+pub fn cookie_tokens(headers: &HeaderMap, name: &str) -> Vec<Token> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(cookie, _)| *cookie == name)
+        .filter_map(|(_, value)| Token::from_base64url(value).ok())
+        .take(MAX_COOKIES_OF_A_NAME)
+        .collect()
 }
 
 /// A plain 204 No Content.

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::sms::{OutgoingSms, SmsError};
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
-use crate::store::{StoreResult, messages, outbox, row_keys, sessions, throttle};
+use crate::store::{StoreResult, devices, messages, outbox, row_keys, sessions, throttle};
 
 /// Pause before a crashed job is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -184,6 +184,7 @@ pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let sessions = sessions::end_stale(&mut tx, now, idle).await?;
     let keys = row_keys::delete_ended(&mut tx).await?;
     throttle::prune(&mut tx, now - 86_400).await?;
+    devices::prune(&mut tx, now).await?;
     tx.commit().await?;
     state.store().scrub_if_needed(keys).await?;
     if !expired.is_empty() || revoked > 0 || sessions > 0 || keys > 0 {

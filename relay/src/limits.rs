@@ -23,8 +23,14 @@ pub struct Limits {
     pub first_lockout: Duration,
     /// Wrong passwords from one client address (any patient) before it is locked out.
     pub address_unlock_attempts: u32,
-    /// Failures from one address are forgotten after this long without new ones.
+    /// Failures from one address are forgotten after this long without new ones; a patient
+    /// whose last failure is older than this is not held back by a locked address.
     pub address_quiet_window: Duration,
+    /// How long a browser that unlocked stays a known device (its cookie's `Max-Age`; each
+    /// successful unlock from it starts the time again).
+    pub device_lifetime: Duration,
+    /// Link opens (`POST /v1/viewer/open`) one client address may make per minute.
+    pub open_rate_per_minute: u32,
     /// Messages one API key may submit per minute.
     pub send_rate_per_minute: u32,
     /// Largest request body accepted (bytes).
@@ -59,6 +65,8 @@ impl Limits {
         first_lockout: Duration::from_secs(60),
         address_unlock_attempts: 20,
         address_quiet_window: Duration::from_secs(3600),
+        device_lifetime: Duration::from_secs(90 * 24 * 3600),
+        open_rate_per_minute: 20,
         send_rate_per_minute: 120,
         max_body_bytes: 256 * 1024,
         header_read_timeout: Duration::from_secs(10),
@@ -76,6 +84,11 @@ impl Limits {
             attempts: self.unlock_attempts,
             first_lockout: self.first_lockout,
         }
+    }
+
+    /// The lockout rule for one known device: the patient's numbers, counted apart.
+    pub fn device_lockout(&self) -> LockoutPolicy {
+        self.patient_lockout()
     }
 
     /// The lockout rule for one client address.

@@ -66,8 +66,13 @@ async fn main() -> anyhow::Result<()> {
                 PatientCommand::ResetEnrollment => {
                     relay::admin::reset_enrollment(&store, &key, &phone).await?;
                     println!(
-                        "enrollment reset; the patient sets a new password from their next link"
+                        "enrollment reset; the patient sets a new password from the link of the \
+                         next message sent to them (earlier links cannot)"
                     );
+                }
+                PatientCommand::ClearLockout => {
+                    relay::admin::clear_lockout(&store, &key, &phone).await?;
+                    println!("lockout cleared; enrollment, links and sessions are unchanged");
                 }
             }
         }

@@ -2,7 +2,8 @@
 //! this origin, `Secure`, `Path=/`) that lives no longer than the browser session (no
 //! `Max-Age`); a cookie of the same name planted beside it (by a sibling subdomain or an
 //! injected header) cannot hide the real one; and a cookie-authenticated POST must carry the
-//! viewer's request header, which no cross-site form can send.
+//! viewer's request header, which no cross-site form can send. The device cookie is `Secure`,
+//! `HttpOnly`, `SameSite=Strict` and scoped to the unlock endpoint.
 
 use rand_core::OsRng;
 use relay::store::Backend;
@@ -51,6 +52,37 @@ async fn over_tls_the_session_cookie_is_host_only_and_ends_with_the_browser() {
     assert!(!set_cookie.contains("max-age"), "{set_cookie}");
     assert!(!set_cookie.contains("domain"), "{set_cookie}");
     assert_eq!(session_status(&relay, &[&session.cookie]).await, 200);
+    relay.finish().await;
+}
+
+/// The device cookie (issue 10, part 3): `__Secure-` under TLS, `HttpOnly`, `SameSite=Strict`,
+/// sent only to the unlock endpoint, 90 days; its value is only a random token.
+#[tokio::test]
+async fn over_tls_the_device_cookie_is_secure_and_sent_only_to_unlock() {
+    let relay = TestRelay::builder(Backend::Sqlite)
+        .behind_tls()
+        .start()
+        .await;
+    let (patient, link) = enrolled(&relay).await;
+    let session = patient.unlock(&relay, &link).await;
+    let device = session.set_device_cookie.expect("a device cookie");
+    let lower = device.to_ascii_lowercase();
+    assert!(lower.starts_with("__secure-securetext_device="), "{device}");
+    for attribute in [
+        "; secure",
+        "; path=/v1/viewer/unlock",
+        "; httponly",
+        "; samesite=strict",
+        "; max-age=7776000",
+    ] {
+        assert!(lower.contains(attribute), "{attribute}: {device}");
+    }
+    assert!(!lower.contains("domain"), "{device}");
+    let value = device.split(';').next().unwrap().split_once('=').unwrap().1;
+    assert!(
+        shared::token::Token::from_base64url(value).is_ok(),
+        "{device}"
+    );
     relay.finish().await;
 }
 

@@ -231,6 +231,7 @@ pub fn hint(code: ErrorCode) -> &'static str {
         | ErrorCode::MessageExpired => "the message is already revoked or expired",
         ErrorCode::AlreadyEnrolled
         | ErrorCode::NotEnrolled
+        | ErrorCode::LinkSuperseded
         | ErrorCode::AwaitingKey
         | ErrorCode::WrongPassword
         | ErrorCode::LockedOut => "a viewer-side condition; not expected from the sender API",

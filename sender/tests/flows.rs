@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use relay::store::Backend;
-use relay::testkit::{Keys, Patient, TestRelay, keys, wait_for};
+use relay::testkit::{Keys, Patient, TestRelay, keys, wait_for, wait_until};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::audit::{AnchorStore, verify_events, verify_log};
 use sender::client::{MessageStatus, RetryPolicy, SubmitStatus};
@@ -221,7 +221,6 @@ async fn flows(backend: Backend) {
         &state,
         &keys,
         &reports,
-        &link,
         [first.message_id, second.message_id],
     )
     .await;
@@ -275,9 +274,11 @@ fn key_file_is_protected(config: &Config, keys: &Keys) {
     assert_eq!(opened.public_key(), keys.organisation.public_key());
 }
 
-/// The patient forgets the password: the operator resets, the patient enrolls a new key. The
-/// agent holds the re-wraps and `send` refuses until the change is approved; then both
-/// messages are re-wrapped to the new key.
+/// The patient forgets the password: the operator resets. The links texted before the reset
+/// no longer enroll (issue 10, part 4), so the sender sends a new message, which `send` holds
+/// until the number's change to "no key" is approved; the patient enrolls a new key through
+/// that message's link. The agent holds the re-wraps and `send` refuses until the key change is
+/// approved; then every live message is re-wrapped to the new key.
 #[allow(clippy::too_many_arguments)]
 async fn changed_key_is_held(
     relay: &TestRelay,
@@ -286,15 +287,35 @@ async fn changed_key_is_held(
     state: &StateDir,
     keys: &Keys,
     reports: &Reports,
-    link: &str,
-    messages: [MessageId; 2],
+    [first, second]: [MessageId; 2],
 ) {
     relay.reset_enrollment(PHONE).await;
+    let error = client
+        .send(me, state, &message("After the reset."))
+        .await
+        .unwrap_err();
+    let Error::RecipientChangeHeld {
+        recipient_id: bound,
+        offered_recipient: None,
+    } = error
+    else {
+        panic!("{error}");
+    };
+    PinStore::new(state)
+        .approve_recipient_change(bound, None)
+        .unwrap();
+    let after_reset = client
+        .send(me, state, &message("After the reset."))
+        .await
+        .unwrap();
+    let link = &link_of(relay, after_reset.message_id).await;
+    let messages = [first, second, after_reset.message_id];
     let patient = Patient {
         key: keys::patient_after_reset_copy(keys),
         password: "a new password 43",
     };
     let recipient = patient.enroll(relay, link).await;
+    assert_eq!(recipient, bound);
     let old = keys.patient.public_key().fingerprint();
     let new = keys.patient_after_reset.public_key().fingerprint();
 
@@ -308,14 +329,14 @@ async fn changed_key_is_held(
         messages.iter().all(|id| reported(reports, held(*id)))
     })
     .await
-    .expect("the agent reports both messages as held");
+    .expect("the agent reports every message as held");
     let pins = PinStore::new(state);
     let pin = pins.get(recipient).unwrap().unwrap();
     assert_eq!(pin.fingerprint, old);
     assert_eq!(pin.pending.unwrap().fingerprint, new);
     // Still held after further passes: nothing is wrapped to the new key.
     let pending = client.pending_rewraps().await.unwrap();
-    assert_eq!(pending.len(), 2);
+    assert_eq!(pending.len(), 3);
     assert!(!reported(reports, rewrapped(messages[0], new)));
     let read = patient.read_all(relay, link, recipient).await;
     assert!(read.iter().all(|(_, content)| content.is_none()));
@@ -339,15 +360,46 @@ async fn changed_key_is_held(
             .all(|id| reported(reports, rewrapped(*id, new)))
     })
     .await
-    .expect("both messages are re-wrapped after approval");
+    .expect("every message is re-wrapped after approval");
     let read = patient.read_all(relay, link, recipient).await;
-    assert_eq!(read.len(), 2);
+    assert_eq!(read.len(), 3);
     assert!(read.iter().all(|(_, content)| content.is_some()));
     // Each message was unwrapped once per key: the journal holds one wrap per key.
     let journal = Journal::new(state);
     let record = journal.get(messages[0]).unwrap().unwrap();
     assert_eq!(record.wraps.len(), 2);
     assert!(record.wraps.iter().all(|w| w.uploaded));
+}
+
+/// The link texted for `message`. SMS carry no message id, so the links texted to [`PHONE`] are
+/// opened, newest first, until one leads to `message` (SMS of earlier messages may be written
+/// after it by the relay's outbox worker, and links texted before a reset answer `409`).
+async fn link_of(relay: &TestRelay, message: MessageId) -> String {
+    wait_until(
+        Duration::from_secs(10),
+        "the SMS of the message",
+        || async {
+            relay.deliver_sms().await;
+            for sms in relay.sms().iter().rev().filter(|s| s["to"] == PHONE) {
+                let token = sms["body"].as_str()?.rsplit('#').next()?.to_owned();
+                let opened = relay
+                    .http
+                    .post(relay.url("/v1/viewer/open"))
+                    .json(&serde_json::json!({ "link": token }))
+                    .send()
+                    .await
+                    .ok()?;
+                if opened.status() == 200 {
+                    let body: serde_json::Value = opened.json().await.ok()?;
+                    if body["message_id"] == message.to_string() {
+                        return Some(token);
+                    }
+                }
+            }
+            None
+        },
+    )
+    .await
 }
 
 /// The export verifies locally, a tampered one fails, and a rewritten history is caught by the

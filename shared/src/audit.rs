@@ -113,11 +113,14 @@ pub enum AuditKind {
     /// a wrap that does not unwrap, an envelope filed under another message) and showed the
     /// patient a notice instead; recorded once per message and viewer session.
     OpenFailed,
+    /// An operator cleared the patient's wrong-password counters and lockouts (support for a
+    /// patient locked out by someone else's guesses); the enrollment and sessions stay.
+    LockoutCleared,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order (e.g. for a database check constraint).
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::MessageCreated,
         Self::SmsQueued,
         Self::SmsSent,
@@ -137,6 +140,7 @@ impl AuditKind {
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
         Self::OpenFailed,
+        Self::LockoutCleared,
     ];
 
     /// The snake_case name, as in JSON and in the canonical form.
@@ -161,6 +165,7 @@ impl AuditKind {
             Self::ApiKeyCreated => "api_key_created",
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::OpenFailed => "open_failed",
+            Self::LockoutCleared => "lockout_cleared",
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum TokenKind {
     Session,
     /// A sender's API key.
     ApiKey,
+    /// A browser that unlocked before (an `HttpOnly` cookie), whose proofs pass a patient's
+    /// lockout for unknown browsers.
+    Device,
 }
 
 impl TokenKind {
@@ -43,6 +46,7 @@ impl TokenKind {
             Self::Link => b"link",
             Self::Session => b"session",
             Self::ApiKey => b"api-key",
+            Self::Device => b"device",
         }
     }
 }

@@ -535,6 +535,7 @@ fn kinds_have_their_documented_names() {
         "api_key_created",
         "api_key_revoked",
         "open_failed",
+        "lockout_cleared",
     ];
     assert_eq!(AuditKind::ALL.len(), names.len());
     for (kind, name) in AuditKind::ALL.into_iter().zip(names) {

@@ -347,12 +347,58 @@ async fn journey(postgres: bool) {
         "a GET recorded an open: {status}"
     );
 
-    // Forgotten password: reset, enroll again; the agent holds the new key until approved.
+    // Forgotten password: reset. A link texted before the reset can no longer set a password
+    // (issue 10, part 4); the sender's next message can, once the sender has approved that the
+    // number has no key now (its send is held until then); the agent then holds the new key
+    // until approved.
     ok(
         &deployment.operator(&["patient", "reset-enrollment"], &format!("{phone}\n")),
         "reset-enrollment",
     );
     browser.client.goto(&third_link).await.unwrap();
+    browser.wait_text("Use your newest link").await;
+    let mut held = deployment
+        .securetext()
+        .args(["--json", "send", "--to", phone, "--subject", "Reset"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(held.stdin.as_mut().unwrap(), b"after the reset").unwrap();
+    drop(held.stdin.take());
+    assert!(
+        !held.wait().unwrap().success(),
+        "a send to a number that lost its key is held"
+    );
+    let keys = ok(
+        &deployment
+            .securetext()
+            .args(["--json", "keys", "list"])
+            .output()
+            .unwrap(),
+        "keys list",
+    );
+    let changed = keys
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|line| {
+            line.get("recipient_changes")?.as_array()?.first()?["recipient_id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("the number's change to \"not enrolled\" waits for approval");
+    ok(
+        &deployment
+            .securetext()
+            .args(["keys", "approve", &changed])
+            .output()
+            .unwrap(),
+        "keys approve (no key now)",
+    );
+    deployment.send(phone, "Reset", "after the reset");
+    let reset_link = deployment.link(5).await;
+    browser.client.goto(&reset_link).await.unwrap();
     set_password(&browser, NEW_PASSWORD).await;
     browser.wait_text("Your message is being prepared").await;
     let recipient = wait_until(

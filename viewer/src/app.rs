@@ -58,10 +58,13 @@ fn step_text(step: Step) -> Key {
     }
 }
 
-/// The page for a refusal that ends the journey (the link's message is gone or unknown), if it
-/// is one.
+/// The page for a refusal that ends the journey (the link's message is gone or unknown, or the
+/// link was sent before a password reset and cannot set the new password), if it is one.
 fn ended_page(code: ErrorCode) -> Option<Screen> {
     match code {
+        ErrorCode::LinkSuperseded => {
+            Some(Screen::Ended(Key::SupersededTitle, Key::SupersededIntro))
+        }
         ErrorCode::MessageRevoked => Some(Screen::Ended(Key::RevokedTitle, Key::RevokedIntro)),
         ErrorCode::MessageExpired => Some(Screen::Ended(Key::ExpiredTitle, Key::ExpiredIntro)),
         ErrorCode::NotFound => Some(Screen::Ended(Key::UnknownTitle, Key::UnknownIntro)),

@@ -149,6 +149,10 @@ pub enum Key {
     UnknownTitle,
     /// Unknown link text.
     UnknownIntro,
+    /// Heading for a link sent before the patient's password was reset.
+    SupersededTitle,
+    /// Text for such a link: use the newest message's link.
+    SupersededIntro,
     /// Network error heading.
     NetworkTitle,
     /// Network error text.
@@ -306,6 +310,11 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "This link is not valid. Check that you opened the whole link from your text message.",
             "Este enlace no es válido. Verifique que abrió el enlace completo de su mensaje de texto.",
         ),
+        SupersededTitle => ("Use your newest link", "Use su enlace más reciente"),
+        SupersededIntro => (
+            "Your password was reset after this link was sent, so this link cannot set a new one. Open the link in the newest text message from the sender. If you did not ask for a reset, contact the sender.",
+            "Su contraseña se restableció después de que se envió este enlace, así que este enlace no puede crear una nueva. Abra el enlace del mensaje de texto más reciente del remitente. Si usted no pidió restablecerla, comuníquese con el remitente.",
+        ),
         NetworkTitle => ("No connection", "Sin conexión"),
         NetworkIntro => (
             "We could not reach the secure message service. Check your connection and try again.",
@@ -360,6 +369,8 @@ mod tests {
             NoMessagesIntro,
             LockedIntro,
             UnsupportedIntro,
+            SupersededTitle,
+            SupersededIntro,
             UnsafeService,
             StrengthRefused,
             StrengthUnavailable,

@@ -5,6 +5,8 @@
 //! `/v1/openapi.json` is generated from the same handlers and the `shared::api` types: a route
 //! cannot exist without being described.
 
+pub mod client;
+pub mod device;
 pub mod ops;
 pub mod sender;
 pub mod sms_callback;

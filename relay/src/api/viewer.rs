@@ -6,8 +6,9 @@
 //! and changes nothing, because link-preview bots and mail scanners fetch links. The page's
 //! JavaScript then POSTs the link to record the open,
 //! enroll or unlock. A successful unlock returns a session cookie (`HttpOnly`,
-//! `SameSite=Strict`, `Secure` under TLS) and the relay's half of the session key; the sealed
-//! private key and the envelopes are only released to a live session.
+//! `SameSite=Strict`, `Secure` under TLS), a device cookie (see [`super::device`]) and the
+//! relay's half of the session key; the sealed private key and the envelopes are only released
+//! to a live session.
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -30,23 +31,23 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiResult, AppError};
-use crate::http::{ApiJson, ApiPath, no_content};
+use crate::http::{ApiJson, ApiPath, cookie_tokens, no_content};
 use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::messages::{self, MessageStatus, StoredMessage};
 use crate::store::recipients::{self, NewEnrollment, Recipient};
 use crate::store::sessions::{self, NewSession};
-use crate::store::{orgs, throttle};
+use crate::store::throttle::Counter;
+use crate::store::{devices, orgs, throttle};
+
+use super::{client, device};
 
 /// Name of the session cookie over plain HTTP (development, tests).
 pub const SESSION_COOKIE: &str = "securetext_session";
 /// Name of the session cookie over TLS: the `__Host-` prefix makes browsers accept it only
 /// with `Secure`, `Path=/` and no `Domain`, so a sibling subdomain cannot set or shadow it.
 pub const TLS_SESSION_COOKIE: &str = "__Host-securetext_session";
-/// Session cookies of our name tried per request: enough for a planted one or two beside the
-/// real one, not a way to make one request cost many lookups.
-const MAX_SESSION_COOKIES: usize = 4;
 
 fn session_cookie_name(state: &AppState) -> &'static str {
     if state.settings().tls {
@@ -142,31 +143,80 @@ async fn organisation_name(tx: &mut AnyConnection, id: OrganisationId) -> ApiRes
         .unwrap_or_default())
 }
 
-/// Records the first open of a link and tells the viewer whether the patient has a password.
+/// Refuses a link whose message was accepted before the patient's enrollment was reset, while
+/// the patient has no password: such a link must not set the new one (only the link of a
+/// message sent after the reset may).
+fn check_enrollment_epoch(message: &StoredMessage, recipient: &Recipient) -> ApiResult<()> {
+    if recipient.enrollment.is_none() && message.enrollment_epoch != recipient.enrollment_epoch {
+        return Err(AppError::Refused {
+            code: ErrorCode::LinkSuperseded,
+            message: "your password was reset after this link was sent; open the link in the \
+                      newest message instead",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses the request once the client address has used its link opens for this minute: a
+/// link holder may not poll `open` (for example to catch a reset the moment it happens). Only
+/// opens of real links count (an unknown link writes nothing; guessing a 256-bit token is
+/// hopeless anyway), and a refused open is not counted.
+async fn check_open_rate(
+    tx: &mut AnyConnection,
+    state: &AppState,
+    address: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let limit = state.settings().limits.open_rate_per_minute;
+    let key = format!("open:{address}:{}", now / 60);
+    if throttle::grant(tx, &key, 1, limit, now).await? == 0 {
+        return Err(AppError::TooMany {
+            code: ErrorCode::RateLimited,
+            message: "too many links opened from this address; retry after the indicated time",
+            retry_after: u64::try_from(60 - now.rem_euclid(60)).unwrap_or(60),
+        });
+    }
+    Ok(())
+}
+
+/// Records the open of a link (every one, audited as `link_opened` with `opens=<n>`) and tells
+/// the viewer whether the patient has a password. Throttled per client address.
 #[utoipa::path(post, path = "/v1/viewer/open", tag = "viewer", request_body = LinkRequest,
     responses(
         (status = 200, description = "The message behind the link and the patient's state.", body = OpenResponse),
         (status = 404, description = "Unknown link (`not_found`).", body = ErrorBody),
+        (status = 409, description = "`link_superseded`: the patient's enrollment was reset after this link was sent.", body = ErrorBody),
         (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
         (status = 422, description = "Malformed body (`invalid`).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `retry_after`: too many opens from this address.", body = ErrorBody),
     ))]
 async fn open(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LinkRequest>,
 ) -> ApiResult<Json<OpenResponse>> {
     let now = state.now();
+    let address = client::throttle_key(&state, client::address(&state, peer, &headers));
     let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
+    check_open_rate(&mut tx, &state, &address, now).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
-    if messages::mark_opened(&mut tx, message.id, now).await? {
-        let record = Record::message(
-            message.organisation_id,
-            AuditKind::LinkOpened,
-            message.id,
-            message.recipient_id,
-        );
-        audit::append(&mut tx, record, now).await?;
+    if let Err(superseded) = check_enrollment_epoch(&message, &recipient) {
+        // Still counted against the address's rate: polling an old link is throttled too.
+        tx.commit().await?;
+        return Err(superseded);
     }
+    let opens = messages::record_open(&mut tx, message.id, now).await?;
+    let detail = format!("opens={opens}");
+    let record = Record::message(
+        message.organisation_id,
+        AuditKind::LinkOpened,
+        message.id,
+        message.recipient_id,
+    )
+    .with_detail(&detail);
+    audit::append(&mut tx, record, now).await?;
     let organisation_name = organisation_name(&mut tx, message.organisation_id).await?;
     tx.commit().await?;
     let patient = match recipient.enrollment {
@@ -201,7 +251,7 @@ const SEALED_KEY_LEN: std::ops::RangeInclusive<usize> = 1_000..=4_096;
     responses(
         (status = 201, description = "Enrolled."),
         (status = 404, description = "Unknown link.", body = ErrorBody),
-        (status = 409, description = "`already_enrolled`.", body = ErrorBody),
+        (status = 409, description = "`already_enrolled`, or `link_superseded`: the enrollment was reset after this link was sent.", body = ErrorBody),
         (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
         (status = 422, description = "Refused KDF parameters or an impossible key (`invalid`).", body = ErrorBody),
     ))]
@@ -221,6 +271,12 @@ async fn enroll(
     let now = state.now();
     let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
+    recipients::lock(&mut tx, message.recipient_id).await?;
+    let recipient = recipient_of(&mut tx, &message).await?;
+    if recipient.enrollment.is_some() {
+        return Err(already_enrolled());
+    }
+    check_enrollment_epoch(&message, &recipient)?;
     let enrollment = NewEnrollment {
         bundle: body.bundle,
         kdf_params: body.kdf_params,
@@ -228,11 +284,9 @@ async fn enroll(
         verifier: body.verifier,
         enrolled_at: now,
     };
-    if !recipients::enroll(&mut tx, state.data_key(), message.recipient_id, &enrollment).await? {
-        return Err(AppError::Refused {
-            code: ErrorCode::AlreadyEnrolled,
-            message: "a password is already set; unlock with it instead",
-        });
+    let epoch = message.enrollment_epoch;
+    if !recipients::enroll(&mut tx, state.data_key(), recipient.id, epoch, &enrollment).await? {
+        return Err(already_enrolled());
     }
     let fingerprint = enrollment.bundle.public_key.fingerprint();
     let detail = format!("fingerprint={fingerprint}");
@@ -249,6 +303,13 @@ async fn enroll(
     Ok(StatusCode::CREATED)
 }
 
+fn already_enrolled() -> AppError {
+    AppError::Refused {
+        code: ErrorCode::AlreadyEnrolled,
+        message: "a password is already set; unlock with it instead",
+    }
+}
+
 fn locked_out(until: i64, now: i64) -> AppError {
     AppError::TooMany {
         code: ErrorCode::LockedOut,
@@ -257,40 +318,122 @@ fn locked_out(until: i64, now: i64) -> AppError {
     }
 }
 
-/// A key identifying the client address in throttles, without storing the address itself.
-fn address_key(state: &AppState, address: std::net::IpAddr) -> String {
-    let lookup = state
-        .data_key()
-        .lookup("client-address", address.to_string().as_bytes());
-    format!("address:{}", hex::encode(&lookup[..16]))
+/// What holds an unlock attempt back, and counts it when the proof is wrong (`docs/API.md`,
+/// "Throttling of unlocks").
+enum Guard {
+    /// A browser that unlocked this patient before: only the device's own counter.
+    KnownDevice(devices::Device),
+    /// Any other browser: the patient's counter for unknown browsers and the client
+    /// address's counter (keyed by [`client::throttle_key`]).
+    Unknown {
+        /// The address's throttle key.
+        address: String,
+        /// The address's counter, quiet failures forgotten.
+        counter: Counter,
+    },
 }
 
-/// The client's address: the TCP peer, or — behind a trusted TLS proxy — the address that proxy
-/// appended last to `X-Forwarded-For` (earlier entries are client-controlled and ignored).
-fn client_address(
+/// The guard of this attempt, or the lockout that refuses it before the proof is looked at.
+async fn guard(
+    tx: &mut crate::store::Tx,
     state: &AppState,
-    peer: std::net::SocketAddr,
-    headers: &HeaderMap,
-) -> std::net::IpAddr {
-    if !state.settings().trust_forwarded_for {
-        return peer.ip();
+    recipient: &Recipient,
+    known: Option<devices::Device>,
+    address: String,
+    now: i64,
+) -> ApiResult<Guard> {
+    if let Some(device) = known {
+        return match device.unlock.locked_at(now) {
+            Some(until) => Err(locked_out(until, now)),
+            None => Ok(Guard::KnownDevice(device)),
+        };
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|last| last.trim().parse().ok())
-        .unwrap_or(peer.ip())
+    if let Some(until) = recipient.unlock.locked_at(now) {
+        return Err(locked_out(until, now));
+    }
+    let window = state.settings().limits.address_quiet_window;
+    let mut counter = throttle::get_for_update(tx, &address, now).await?;
+    counter.forget_if_quiet(window, now);
+    // A locked address holds back only patients with a recent failure of their own, so that
+    // guesses from one carrier address cannot lock out everyone behind it; an attacker there
+    // still gets only one guess at each further patient before it holds that patient back too.
+    if recipient.failed_recently(window, now)
+        && let Some(until) = counter.locked_at(now)
+    {
+        return Err(locked_out(until, now));
+    }
+    Ok(Guard::Unknown { address, counter })
 }
 
-/// Checks the password proof. A correct one opens a session (cookie) and returns the relay's
-/// half of the session key; wrong ones are counted per patient and per client address, with
-/// growing lockouts.
+/// Counts a wrong proof against its guard, audits it and returns the refusal to answer.
+async fn count_wrong_proof(
+    tx: &mut crate::store::Tx,
+    state: &AppState,
+    message: &StoredMessage,
+    recipient: &Recipient,
+    guard: Guard,
+    now: i64,
+) -> ApiResult<AppError> {
+    crate::metrics::Metrics::inc(&state.metrics().unlock_failures);
+    let limits = &state.settings().limits;
+    // `failures` restarts with each lockout and success; `total` does not (docs/API.md).
+    let total = recipients::count_wrong_guess(tx, recipient.id).await?;
+    let (detail, refusal) = match guard {
+        Guard::KnownDevice(mut device) => {
+            let failures = device.unlock.count + 1;
+            let policy = limits.device_lockout();
+            device.unlock.record_failure(&policy, now);
+            devices::set_unlock_state(tx, &device, recipient.id).await?;
+            let refusal = match device.unlock.locked_at(now) {
+                Some(until) => locked_out(until, now),
+                None => AppError::WrongPassword {
+                    attempts_left: device.unlock.attempts_left(&policy),
+                },
+            };
+            (
+                format!("failures={failures} total={total} device=known"),
+                refusal,
+            )
+        }
+        Guard::Unknown {
+            address,
+            mut counter,
+        } => {
+            let failures = recipient.unlock.count + 1;
+            let policy = limits.patient_lockout();
+            let mut unlock = recipient.unlock;
+            unlock.record_failure(&policy, now);
+            recipients::set_unlock_state(tx, recipient.id, &unlock).await?;
+            counter.record_failure(&limits.address_lockout(), now);
+            throttle::put(tx, &address, counter, now).await?;
+            // The patient has a recent failure now, so a locked address holds them back too.
+            let refusal = match unlock.locked_at(now).or(counter.locked_at(now)) {
+                Some(until) => locked_out(until, now),
+                None => AppError::WrongPassword {
+                    attempts_left: unlock.attempts_left(&policy),
+                },
+            };
+            (format!("failures={failures} total={total}"), refusal)
+        }
+    };
+    let record = Record::message(
+        message.organisation_id,
+        AuditKind::UnlockFailed,
+        message.id,
+        recipient.id,
+    )
+    .with_detail(&detail);
+    audit::append(tx, record, now).await?;
+    Ok(refusal)
+}
+
+/// Checks the password proof. A correct one opens a session (cookie), returns the relay's half
+/// of the session key and makes the browser a known device (device cookie). Wrong ones are
+/// counted, with growing lockouts: per known device, or per patient and per client address for
+/// unknown browsers.
 #[utoipa::path(post, path = "/v1/viewer/unlock", tag = "viewer", request_body = UnlockRequest,
     responses(
-        (status = 200, description = "Unlocked; sets the session cookie.", body = SessionResponse),
+        (status = 200, description = "Unlocked; sets the session cookie and the device cookie.", body = SessionResponse),
         (status = 401, description = "`wrong_password`, with `attempts_left`.", body = ErrorBody),
         (status = 404, description = "Unknown link.", body = ErrorBody),
         (status = 409, description = "`not_enrolled`.", body = ErrorBody),
@@ -308,7 +451,9 @@ async fn unlock(
     let limits = &state.settings().limits;
     let proof = AuthKey::from_base64url(&body.proof)
         .map_err(|_| AppError::invalid("proof", "must be 32 bytes of base64url"))?;
-    let address = address_key(&state, client_address(&state, peer, &headers));
+    let address = client::throttle_key(&state, client::address(&state, peer, &headers));
+    let presented = device::presented(&state, &headers);
+    let presented_hashes = device::hashes(&presented);
     let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
     recipients::lock(&mut tx, message.recipient_id).await?;
@@ -317,46 +462,42 @@ async fn unlock(
         code: ErrorCode::NotEnrolled,
         message: "no password is set yet; enroll first",
     })?;
-    if let Some(until) = recipient.unlock.locked_at(now) {
-        return Err(locked_out(until, now));
-    }
-    let mut address_counter = throttle::get_for_update(&mut tx, &address, now).await?;
-    address_counter.forget_if_quiet(limits.address_quiet_window, now);
-    if let Some(until) = address_counter.locked_at(now) {
-        return Err(locked_out(until, now));
-    }
+    let known = devices::find(&mut tx, recipient.id, &presented_hashes, now).await?;
+    let guard = guard(&mut tx, &state, &recipient, known, address, now).await?;
 
     if !enrollment.verifies(state.data_key(), &proof) {
-        crate::metrics::Metrics::inc(&state.metrics().unlock_failures);
-        let patient_policy = limits.patient_lockout();
-        let mut unlock = recipient.unlock;
-        unlock.record_failure(&patient_policy, now);
-        recipients::set_unlock_state(&mut tx, recipient.id, &unlock).await?;
-        address_counter.record_failure(&limits.address_lockout(), now);
-        throttle::put(&mut tx, &address, address_counter, now).await?;
-        let total = recipients::count_wrong_guess(&mut tx, recipient.id).await?;
-        // `failures` restarts with each lockout and success; `total` does not (docs/API.md).
-        let detail = format!("failures={} total={total}", recipient.unlock.count + 1);
-        let record = Record::message(
-            message.organisation_id,
-            AuditKind::UnlockFailed,
-            message.id,
-            recipient.id,
-        )
-        .with_detail(&detail);
-        audit::append(&mut tx, record, now).await?;
+        let refusal = count_wrong_proof(&mut tx, &state, &message, &recipient, guard, now).await?;
         tx.commit().await?;
-        return Err(
-            match unlock.locked_at(now).or(address_counter.locked_at(now)) {
-                Some(until) => locked_out(until, now),
-                None => AppError::WrongPassword {
-                    attempts_left: unlock.attempts_left(&patient_policy),
-                },
-            },
-        );
+        return Err(refusal);
     }
 
-    recipients::set_unlock_state(&mut tx, recipient.id, &throttle::Counter::default()).await?;
+    // A success from an unknown browser clears the patient's counter; one from a known device
+    // leaves it, so that whoever locked the patient out gets no fresh guesses from it.
+    let reused = match guard {
+        Guard::KnownDevice(device) => presented_hashes.iter().position(|h| *h == device.token),
+        Guard::Unknown { .. } => {
+            recipients::set_unlock_state(&mut tx, recipient.id, &Counter::default()).await?;
+            let live = devices::first_live(&mut tx, &presented_hashes, now).await?;
+            live.and_then(|token| presented_hashes.iter().position(|h| *h == token))
+        }
+    };
+    let new_device;
+    let device_token = match reused {
+        Some(index) => &presented[index],
+        None => {
+            new_device = Token::random(&mut OsRng);
+            &new_device
+        }
+    };
+    let device_expires_at = now.saturating_add(seconds(limits.device_lifetime));
+    devices::bind(
+        &mut tx,
+        &device_token.hash(TokenKind::Device),
+        recipient.id,
+        now,
+        device_expires_at,
+    )
+    .await?;
     let session_id = SessionId::random(&mut OsRng);
     let token = Token::random(&mut OsRng);
     let relay_half = RelayHalf::random(&mut OsRng);
@@ -387,10 +528,15 @@ async fn unlock(
     tx.commit().await?;
     crate::metrics::Metrics::inc(&state.metrics().unlocks);
 
+    // The session cookie first: clients that read one `Set-Cookie` read that one.
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
         session_cookie(&state, Some(token.to_base64url().as_str()))?,
+    );
+    headers.append(
+        header::SET_COOKIE,
+        device::set_cookie(&state, device_token)?,
     );
     let body = SessionResponse {
         session_id,
@@ -438,20 +584,7 @@ impl FromRequestParts<AppState> for ViewerSession {
                 "a viewer request that changes state must carry the X-SecureText-Viewer header",
             ));
         }
-        let name = session_cookie_name(state);
-        // Every cookie of our name, in order: one planted beside the real one (by a sibling
-        // subdomain over plain HTTP, or an injected header) must not hide it.
-        let tokens: Vec<Token> = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(cookie, _)| *cookie == name)
-            .filter_map(|(_, value)| Token::from_base64url(value).ok())
-            .take(MAX_SESSION_COOKIES)
-            .collect();
+        let tokens = cookie_tokens(&parts.headers, session_cookie_name(state));
         if tokens.is_empty() {
             return Err(NO_SESSION);
         }

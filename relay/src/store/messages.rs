@@ -54,6 +54,9 @@ pub struct StoredMessage {
     pub opened_at: Option<i64>,
     /// First read receipt.
     pub read_at: Option<i64>,
+    /// The patient's enrollment epoch when the message was accepted: its link may enroll only
+    /// while the patient is still at that epoch (see `recipients::reset_enrollment`).
+    pub enrollment_epoch: i64,
 }
 
 impl StoredMessage {
@@ -70,7 +73,8 @@ impl StoredMessage {
 
 const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope_sealed, \
                        k.key AS envelope_key, m.recipient_wrap_fingerprint, m.status, \
-                       m.created_at, m.expires_at, m.opened_at, m.read_at";
+                       m.created_at, m.expires_at, m.opened_at, m.read_at, \
+                       m.enrollment_epoch";
 
 /// `messages m` with the row key of each message (absent once purged).
 const MESSAGES: &str = "messages m LEFT JOIN row_keys k ON k.kind = 'message' AND k.row_id = m.id";
@@ -96,6 +100,7 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<StoredMessage> {
         expires_at: row.try_get("expires_at")?,
         opened_at: row.try_get("opened_at")?,
         read_at: row.try_get("read_at")?,
+        enrollment_epoch: row.try_get("enrollment_epoch")?,
     })
 }
 
@@ -139,8 +144,9 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Store
     // idempotency key, and a failed statement must not have left a key row behind.
     let inserted = sqlx::query(
         "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, \
-         recipient_wrap_fingerprint, status, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7)",
+         recipient_wrap_fingerprint, status, created_at, expires_at, enrollment_epoch) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, \
+         (SELECT enrollment_epoch FROM recipients WHERE id = $3))",
     )
     .bind(header.message_id.to_string())
     .bind(header.organisation_id.to_string())
@@ -321,15 +327,18 @@ pub async fn revoke(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreR
     Ok(done.rows_affected() == 1)
 }
 
-/// Records the first open; `true` the first time.
-pub async fn mark_opened(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreResult<bool> {
-    let done =
-        sqlx::query("UPDATE messages SET opened_at = $1 WHERE id = $2 AND opened_at IS NULL")
-            .bind(now)
-            .bind(id.to_string())
-            .execute(conn)
-            .await?;
-    Ok(done.rows_affected() == 1)
+/// Counts one open of the message's link (the first also sets `opened_at`) and returns how many
+/// there have been.
+pub async fn record_open(conn: &mut AnyConnection, id: MessageId, now: i64) -> StoreResult<u32> {
+    let counted = sqlx::query(
+        "UPDATE messages SET opens = opens + 1, opened_at = COALESCE(opened_at, $1) \
+         WHERE id = $2 RETURNING opens",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .fetch_one(conn)
+    .await?;
+    row::count(&counted, "opens")
 }
 
 /// Records the first read receipt; `true` the first time.

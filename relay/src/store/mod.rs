@@ -15,6 +15,7 @@
 //!   free space.
 
 pub mod audit;
+pub mod devices;
 pub mod messages;
 pub mod orgs;
 pub mod outbox;

@@ -74,12 +74,25 @@ pub struct Recipient {
     pub id: RecipientId,
     /// Its enrollment, if the patient has set a password.
     pub enrollment: Option<Enrollment>,
-    /// Failed unlocks and lockouts (see [`Counter`]).
+    /// Failed unlocks from unknown browsers and lockouts (see [`Counter`]); `updated_at` is
+    /// the last such failure (0: none since the last success or clear).
     pub unlock: Counter,
+    /// Raised by each reset: only links of messages accepted at the current epoch enroll.
+    pub enrollment_epoch: i64,
+}
+
+impl Recipient {
+    /// Whether the patient had a wrong proof from an unknown browser within `window` of
+    /// `now`: only then does a locked client address hold the patient's unlocks back.
+    pub fn failed_recently(&self, window: std::time::Duration, now: i64) -> bool {
+        self.unlock.updated_at > 0
+            && self.unlock.updated_at > now.saturating_sub(crate::limits::seconds(window))
+    }
 }
 
 const COLUMNS: &str = "id, enrolled_at, public_key, password_record, verifier, \
-                       failed_unlocks, lockouts, locked_until";
+                       failed_unlocks, lockouts, locked_until, failed_unlock_at, \
+                       enrollment_epoch";
 
 fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
     let enrolled_at: Option<i64> = row.try_get("enrolled_at")?;
@@ -111,8 +124,9 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
             count: row::count(row, "failed_unlocks")?,
             lockouts: row::count(row, "lockouts")?,
             locked_until: row.try_get("locked_until")?,
-            updated_at: 0,
+            updated_at: row.try_get("failed_unlock_at")?,
         },
+        enrollment_epoch: row.try_get("enrollment_epoch")?,
     })
 }
 
@@ -173,11 +187,12 @@ pub async fn get_or_create(
 }
 
 /// Records an enrollment, peppering the verifier and sealing the password record; `false` if
-/// the patient was already enrolled.
+/// the patient was already enrolled, or is no longer at `epoch` (reset meanwhile).
 pub async fn enroll(
     conn: &mut AnyConnection,
     key: &DataKey,
     id: RecipientId,
+    epoch: i64,
     enrollment: &NewEnrollment,
 ) -> StoreResult<bool> {
     let record = PasswordRecord {
@@ -188,8 +203,8 @@ pub async fn enroll(
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = $1, public_key = $2, fingerprint = $3, \
          password_record = $4, verifier = $5, failed_unlocks = 0, lockouts = 0, locked_until = 0, \
-         wrong_guesses = 0 \
-         WHERE id = $6 AND enrolled_at IS NULL",
+         failed_unlock_at = 0, wrong_guesses = 0 \
+         WHERE id = $6 AND enrolled_at IS NULL AND enrollment_epoch = $7",
     )
     .bind(enrollment.enrolled_at)
     .bind(enrollment.bundle.public_key.spki_der().to_vec())
@@ -197,6 +212,7 @@ pub async fn enroll(
     .bind(key.seal_password_record(id, &record, &mut OsRng))
     .bind(key.pepper(&enrollment.verifier).as_bytes().to_vec())
     .bind(id.to_string())
+    .bind(epoch)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -245,12 +261,14 @@ pub async fn seal_plain_records(store: &Store, key: &DataKey) -> StoreResult<u64
     Ok(rows.len() as u64)
 }
 
-/// Forgets the enrollment (forgotten password); `false` if there was none.
+/// Forgets the enrollment (forgotten password) and raises the enrollment epoch, so that no link
+/// texted before now can set the new password; `false` if there was no enrollment.
 pub async fn reset_enrollment(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE recipients SET enrolled_at = NULL, public_key = NULL, fingerprint = NULL, \
          password_record = NULL, verifier = NULL, \
-         failed_unlocks = 0, lockouts = 0, locked_until = 0, wrong_guesses = 0 \
+         failed_unlocks = 0, lockouts = 0, locked_until = 0, failed_unlock_at = 0, \
+         wrong_guesses = 0, enrollment_epoch = enrollment_epoch + 1 \
          WHERE id = $1 AND enrolled_at IS NOT NULL",
     )
     .bind(id.to_string())
@@ -273,18 +291,20 @@ pub async fn count_wrong_guess(conn: &mut AnyConnection, id: RecipientId) -> Sto
     row::count(&counted, "wrong_guesses")
 }
 
-/// Stores the patient's failure counter.
+/// Stores the patient's failure counter (for unknown browsers); [`Counter::default`] clears it.
 pub async fn set_unlock_state(
     conn: &mut AnyConnection,
     id: RecipientId,
     unlock: &Counter,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE recipients SET failed_unlocks = $1, lockouts = $2, locked_until = $3 WHERE id = $4",
+        "UPDATE recipients SET failed_unlocks = $1, lockouts = $2, locked_until = $3, \
+         failed_unlock_at = $4 WHERE id = $5",
     )
     .bind(i64::from(unlock.count))
     .bind(i64::from(unlock.lockouts))
     .bind(unlock.locked_until)
+    .bind(unlock.updated_at)
     .bind(id.to_string())
     .execute(conn)
     .await?;

@@ -28,8 +28,10 @@ pub struct Patient {
 pub struct Unlocked {
     /// The `Cookie` header value of the session.
     pub cookie: String,
-    /// The `Set-Cookie` header the unlock answered.
+    /// The `Set-Cookie` header of the session cookie the unlock answered.
     pub set_cookie: String,
+    /// The `Set-Cookie` header of the device cookie the unlock answered, if any.
+    pub set_device_cookie: Option<String>,
     /// The private key, unsealed from the relay's bundle with the password.
     pub key: PrivateKey,
 }
@@ -121,6 +123,13 @@ impl Patient {
             .to_str()
             .unwrap()
             .to_owned();
+        let set_device_cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.contains("securetext_device="))
+            .map(str::to_owned);
         let cookie = set_cookie.split(';').next().unwrap().to_owned();
         let bundle: KeyBundle = relay
             .http()
@@ -141,6 +150,7 @@ impl Patient {
         Unlocked {
             cookie,
             set_cookie,
+            set_device_cookie,
             key,
         }
     }

@@ -36,10 +36,18 @@ pub struct TestRelayBuilder {
     viewer_dir: Option<PathBuf>,
     twilio_token: Option<String>,
     tls: bool,
+    trust_forwarded_for: bool,
     database_outages: bool,
 }
 
 impl TestRelayBuilder {
+    /// Behave as a relay behind a trusted proxy (`--trust-forwarded-for`): the client address
+    /// is the last `X-Forwarded-For` entry, so a test can present any client address.
+    pub fn trust_forwarded_for(mut self) -> Self {
+        self.trust_forwarded_for = true;
+        self
+    }
+
     /// Behave as a relay reached over TLS (`Secure`, `__Host-` cookie; HSTS), although the test
     /// talks plain HTTP to it.
     pub fn behind_tls(mut self) -> Self {
@@ -122,6 +130,7 @@ impl TestRelayBuilder {
             http: reqwest::Client::new(),
             twilio_token: self.twilio_token,
             tls: self.tls,
+            trust_forwarded_for: self.trust_forwarded_for,
             contract: Arc::new(Contract::new()),
             database_proxy,
             server: None,
@@ -184,6 +193,7 @@ pub struct TestRelay {
     /// with callbacks accepted.
     pub twilio_token: Option<String>,
     tls: bool,
+    trust_forwarded_for: bool,
     /// The generated API description every [`TestRelay::call`] answer is checked against.
     pub contract: Arc<Contract>,
     /// The cuttable connection to PostgreSQL ([`TestRelayBuilder::database_outages`]).
@@ -208,6 +218,7 @@ impl TestRelay {
             viewer_dir: None,
             twilio_token: None,
             tls: false,
+            trust_forwarded_for: false,
             database_outages: false,
         }
     }
@@ -233,7 +244,7 @@ impl TestRelay {
             tls: self.tls,
             viewer_dir: self.viewer_dir.clone(),
             limits,
-            trust_forwarded_for: false,
+            trust_forwarded_for: self.trust_forwarded_for,
             twilio_auth_token: self.twilio_token.as_deref().map(|t| t.parse().unwrap()),
         };
         let state = AppState::new(

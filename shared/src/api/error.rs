@@ -50,6 +50,9 @@ pub enum ErrorCode {
     AlreadyEnrolled,
     /// No password is set yet, or the enrollment was reset (viewer API).
     NotEnrolled,
+    /// The patient's enrollment was reset after this link was sent, so it cannot set a new
+    /// password; the link of a message sent after the reset can (viewer API).
+    LinkSuperseded,
     /// The message is not yet wrapped to the patient's current key (viewer API).
     AwaitingKey,
     /// The password proof is wrong; `attempts_left` says how many remain (viewer API).
@@ -70,7 +73,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::BadRequest,
         Self::Invalid,
         Self::BodyTooLarge,
@@ -90,6 +93,7 @@ impl ErrorCode {
         Self::MessageExpired,
         Self::AlreadyEnrolled,
         Self::NotEnrolled,
+        Self::LinkSuperseded,
         Self::AwaitingKey,
         Self::WrongPassword,
         Self::LockedOut,
@@ -121,6 +125,7 @@ impl ErrorCode {
             Self::MessageExpired => "message_expired",
             Self::AlreadyEnrolled => "already_enrolled",
             Self::NotEnrolled => "not_enrolled",
+            Self::LinkSuperseded => "link_superseded",
             Self::AwaitingKey => "awaiting_key",
             Self::WrongPassword => "wrong_password",
             Self::LockedOut => "locked_out",
@@ -148,6 +153,7 @@ impl ErrorCode {
             | Self::NotActive
             | Self::AlreadyEnrolled
             | Self::NotEnrolled
+            | Self::LinkSuperseded
             | Self::AwaitingKey => 409,
             Self::MessageEnded | Self::MessageRevoked | Self::MessageExpired => 410,
             Self::BodyTooLarge => 413,
