@@ -186,9 +186,9 @@ impl Pipeline {
         self.stopping.as_ref().is_some_and(|stop| *stop.borrow())
     }
 
-    /// One turn: records the finished attempts and claims due SMS for the free slots (none once
-    /// stopping) in one transaction, then hands the claimed SMS to the provider. On an error the
-    /// transaction rolls back and the finished attempts wait for the next turn.
+    /// One turn: claims due SMS for the free slots (none once stopping) and records the finished
+    /// attempts in one transaction, then hands the claimed SMS to the provider. On an error the
+    /// transaction rolls back, nothing is sent, and the finished attempts wait for the next turn.
     async fn turn(&mut self) -> StoreResult<()> {
         let free = match self.stopping() {
             true => 0,

@@ -392,17 +392,23 @@ async fn drain_rate(backend: Backend) {
     relay.finish().await;
 }
 
+#[tokio::test]
+async fn the_binary_exits_soon_after_sigterm_with_a_backlog_sqlite() {
+    the_binary_exits_soon_after_sigterm_with_a_backlog(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_binary_exits_soon_after_sigterm_with_a_backlog_postgres() {
+    the_binary_exits_soon_after_sigterm_with_a_backlog(Backend::Postgres).await;
+}
+
 /// `relay serve`, the real binary, with thousands of SMS queued and a Twilio stand-in taking
 /// 50 ms per SMS, gets SIGTERM: it exits, successfully, within seconds (printed); every SMS it
 /// sent is recorded sent, the rest are pending and sendable at once, and another instance sends
 /// those: each SMS exactly once.
-#[tokio::test]
-async fn the_binary_exits_soon_after_sigterm_with_a_backlog() {
+async fn the_binary_exits_soon_after_sigterm_with_a_backlog(backend: Backend) {
     const BACKLOG: usize = 3000;
-    let relay = TestRelay::builder(Backend::Postgres)
-        .system_clock()
-        .start()
-        .await;
+    let relay = TestRelay::builder(backend).system_clock().start().await;
     let clinic = relay.registered_organisation("Lakeside Health").await;
     relay.queue_sms(&clinic, PHONE, BACKLOG).await;
     let (url, stand_in) = twilio_stand_in(Duration::from_millis(50)).await;
@@ -464,7 +470,8 @@ async fn the_binary_exits_soon_after_sigterm_with_a_backlog() {
         }
     }
     println!(
-        "relay serve exited {:.0} ms after SIGTERM, {sent} of {BACKLOG} SMS sent, the rest pending",
+        "{backend:?}: relay serve exited {:.0} ms after SIGTERM, {sent} of {BACKLOG} SMS sent, \
+         the rest pending",
         took.as_secs_f64() * 1000.0
     );
 
