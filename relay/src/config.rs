@@ -343,6 +343,25 @@ pub struct LimitArgs {
     #[arg(long, env = "RELAY_SMS_MAX_ATTEMPTS", default_value_t = D.sms_max_attempts)]
     pub sms_max_attempts: u32,
 
+    /// SMS handed to the provider at once by this relay instance (1 to 1024); by default the
+    /// provider's own: 1 for the console, 32 for Twilio.
+    #[arg(
+        long,
+        env = "RELAY_SMS_CONCURRENCY",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub sms_concurrency: Option<u16>,
+
+    /// Longest a provider call may take before the attempt counts as a temporary failure and is
+    /// retried (seconds, 1 to 30: at most half the 60-second claim lease).
+    #[arg(
+        long,
+        env = "RELAY_SMS_TIMEOUT_SECONDS",
+        default_value_t = D.sms_timeout.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=30)
+    )]
+    pub sms_timeout_seconds: u64,
+
     /// How often expired and revoked ciphertext is purged (seconds).
     #[arg(
         long,
@@ -377,6 +396,8 @@ impl From<&LimitArgs> for Limits {
             outbox_poll: Duration::from_millis(args.outbox_poll_ms),
             outbox_lease: Duration::from_secs(args.outbox_lease_seconds),
             sms_max_attempts: args.sms_max_attempts,
+            sms_concurrency: args.sms_concurrency.map(usize::from),
+            sms_timeout: Duration::from_secs(args.sms_timeout_seconds),
             purge_interval: Duration::from_secs(args.purge_interval_seconds),
             ..Limits::DEFAULT
         }

@@ -1,8 +1,33 @@
 //! Background jobs: the SMS outbox worker and the purge of ended messages and sessions.
 //!
 //! Both are safe to run on several relay instances against one PostgreSQL database: outbox rows
-//! are claimed with a lease by an atomic conditional update, and the purge statements are
-//! idempotent.
+//! are claimed with a lease by one atomic statement ([`outbox::claim_due`]), and the purge
+//! statements are idempotent.
+//!
+//! # The outbox worker
+//! Sending is a pipeline with a bounded number of provider calls in flight: the configured
+//! [`Limits::sms_concurrency`](crate::limits::Limits::sms_concurrency), or else the provider's
+//! own [`SmsProvider::concurrency`](crate::sms::SmsProvider::concurrency). Each turn is one
+//! transaction that records every attempt finished since the previous turn (the outbox row and
+//! the audit event) and claims as many due SMS as there are free slots; only once it has
+//! committed are the claimed SMS handed to the provider. So a claim is durable before its
+//! provider call, there is at most one call per SMS and attempt, and results are committed many
+//! to a commit: that, not weaker durability, is where the throughput comes from, and a slow
+//! database makes the groups larger instead of leaving the provider idle.
+//!
+//! Every provider call is cut at [`Limits::sms_timeout`](crate::limits::Limits::sms_timeout),
+//! and never later than half the claim lease: a call that outlived the lease would let another
+//! instance claim the SMS and text the patient a second time. A cut call is a temporary failure,
+//! retried with backoff like any other; the provider may have sent it nonetheless, so that SMS,
+//! as after a crash between the call and the record, is sent at least once.
+//!
+//! # Shutdown
+//! When `shutdown` flips, the worker stops claiming, gives the calls in flight
+//! [`SHUTDOWN_GRACE`] to finish, cuts those still running (temporary failures, as above),
+//! records every result and releases what it claimed but did not hand to the provider (lease
+//! ended, attempt not counted), so that another instance or the next start sends it at once.
+//! SMS never claimed stay pending. The worker is done within [`SHUTDOWN_GRACE`] and the time
+//! the last commit takes, whatever the backlog.
 //!
 //! # Supervision
 //! [`supervise`] runs each job; a job that panics or returns before shutdown is logged, counted
@@ -11,20 +36,32 @@
 //! retried once its lease ends, so nothing is lost or sent twice by the restart itself.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::audit::AuditKind;
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::limits::seconds;
 use crate::metrics::Metrics;
-use crate::sms::{OutgoingSms, SmsError};
+use crate::sms::{Accepted, OutgoingSms, SmsError};
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
-use crate::store::{StoreResult, devices, messages, outbox, row_keys, sessions, throttle};
+use crate::store::outbox::OutboxRow;
+use crate::store::{StoreResult, Tx, devices, messages, outbox, row_keys, sessions, throttle};
 
 /// Pause before a crashed job is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// At shutdown, how long the provider calls in flight get to finish before they are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// At shutdown, how long the worker keeps trying to record the last results when the database
+/// fails (what it cannot record is retried when its lease ends, as after a crash).
+const SHUTDOWN_RECORDING: Duration = Duration::from_secs(2);
+
+/// Pause before a turn that failed on the database is tried again while calls are in flight.
+const STORE_RETRY: Duration = Duration::from_millis(200);
 
 /// Runs `job` until `shutdown` flips, restarting it whenever it panics or ends early.
 pub async fn supervise<F, Fut>(
@@ -61,89 +98,302 @@ pub fn backoff_seconds(attempt: u32) -> i64 {
     (1i64 << attempt.clamp(1, 10)).min(600)
 }
 
-/// Sends due SMS until `shutdown` flips, waking on new messages or every poll interval.
+/// Sends due SMS until `shutdown` flips, waking on new messages or every poll interval, then
+/// winds down as the module documentation says.
 pub async fn run_outbox(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let poll = state.settings().limits.outbox_poll;
+    let mut pipeline = Pipeline::new(state.clone(), Some(shutdown.clone()));
     loop {
-        loop {
-            match send_one(&state).await {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(error) => {
-                    tracing::error!(%error, "outbox worker");
-                    break;
+        let turn = pipeline.turn().await;
+        if let Err(error) = &turn {
+            tracing::error!(%error, "outbox worker");
+        }
+        let idle = pipeline.sending.is_empty();
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            () = pipeline.collect(), if !idle && turn.is_ok() => {}
+            () = tokio::time::sleep(STORE_RETRY), if !idle && turn.is_err() => {}
+            () = state.outbox_woken(), if idle => {}
+            () = tokio::time::sleep(poll), if idle => {}
+        }
+    }
+    pipeline.stop().await;
+}
+
+/// Sends every SMS due now through the worker's pipeline and returns once none is due and none
+/// is in flight, with the number of attempts recorded: the outbox worker's work, stepped by the
+/// caller (tests, and `TestRelay::deliver_sms`) instead of run in the background.
+pub async fn send_due(state: &AppState) -> StoreResult<usize> {
+    let mut pipeline = Pipeline::new(state.clone(), None);
+    let mut recorded = 0;
+    loop {
+        let finished = pipeline.finished.len();
+        pipeline.turn().await?;
+        recorded += finished;
+        if pipeline.sending.is_empty() {
+            return Ok(recorded);
+        }
+        pipeline.collect().await;
+    }
+}
+
+/// An SMS handed to the provider, and how the attempt went.
+#[derive(Debug)]
+struct Attempt {
+    row: OutboxRow,
+    result: Result<Accepted, SmsError>,
+}
+
+/// The outbox worker between turns.
+#[derive(Debug)]
+struct Pipeline {
+    state: AppState,
+    /// The provider calls in flight, each ending with its attempt. (Declared before `cut`, so
+    /// that dropping the pipeline aborts the calls before the cut signal goes.)
+    sending: JoinSet<Attempt>,
+    /// Attempts finished, not yet recorded.
+    finished: Vec<Attempt>,
+    /// Flipped to cut the calls in flight (shutdown).
+    cut: watch::Sender<bool>,
+    /// The worker's shutdown signal: once it has flipped, SMS claimed are released, not sent.
+    stopping: Option<watch::Receiver<bool>>,
+    /// Provider calls at once.
+    slots: usize,
+    /// Longest provider call.
+    timeout: Duration,
+}
+
+impl Pipeline {
+    fn new(state: AppState, stopping: Option<watch::Receiver<bool>>) -> Self {
+        let limits = &state.settings().limits;
+        let slots = limits
+            .sms_concurrency
+            .unwrap_or_else(|| state.sms().concurrency())
+            .max(1);
+        let timeout = limits.sms_timeout.min(limits.outbox_lease / 2);
+        Self {
+            state,
+            sending: JoinSet::new(),
+            finished: Vec::new(),
+            cut: watch::channel(false).0,
+            stopping,
+            slots,
+            timeout,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.as_ref().is_some_and(|stop| *stop.borrow())
+    }
+
+    /// One turn: claims due SMS for the free slots (none once stopping) and records the finished
+    /// attempts in one transaction, then hands the claimed SMS to the provider. On an error the
+    /// transaction rolls back, nothing is sent, and the finished attempts wait for the next turn.
+    async fn turn(&mut self) -> StoreResult<()> {
+        let free = match self.stopping() {
+            true => 0,
+            false => self.slots.saturating_sub(self.sending.len()),
+        };
+        if self.finished.is_empty() && free == 0 {
+            return Ok(());
+        }
+        let now = self.state.now();
+        let lease = seconds(self.state.settings().limits.outbox_lease);
+        let mut tx = self.state.store().begin().await?;
+        // Claim first: the claim waits for no lock (SKIP LOCKED), while recording locks the
+        // organisations' audit chains, which then stay locked only for the rest of the turn.
+        let claimed = match free {
+            0 => Vec::new(),
+            free => outbox::claim_due(&mut tx, now, lease, free).await?,
+        };
+        record(&mut tx, &self.state, &self.finished, now).await?;
+        tx.commit().await?;
+        for attempt in self.finished.drain(..) {
+            recorded(&self.state, &attempt);
+        }
+        if self.stopping() {
+            // Shutdown came while claiming: hand nothing more to the provider.
+            self.release(&claimed).await;
+        } else {
+            for row in claimed {
+                self.start(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a claimed SMS to the provider, for at most `timeout` and until the calls are cut.
+    fn start(&mut self, row: OutboxRow) {
+        let state = self.state.clone();
+        let timeout = self.timeout;
+        let mut cut = self.cut.subscribe();
+        self.sending.spawn(async move {
+            let result = match row.open(state.data_key()) {
+                Ok((to, body)) => {
+                    let sms = OutgoingSms {
+                        to: to.as_str().to_owned(),
+                        body: body.to_string(),
+                        reference: row.id.clone(),
+                    };
+                    let cut = async {
+                        let _ = cut.wait_for(|cut| *cut).await;
+                    };
+                    tokio::select! {
+                        sent = tokio::time::timeout(timeout, state.sms().send(&sms)) => {
+                            sent.unwrap_or_else(|_| Err(SmsError::Temporary(format!(
+                                "no answer from the provider within {} s",
+                                timeout.as_secs_f64()
+                            ))))
+                        }
+                        () = cut => Err(SmsError::Temporary(
+                            "the relay shut down during the provider call".to_owned(),
+                        )),
+                    }
+                }
+                // Stored data that does not open (another data key, a damaged row) will never
+                // open: fail the SMS for good instead of retrying it forever.
+                Err(error) => Err(SmsError::Permanent(error.to_string())),
+            };
+            Attempt { row, result }
+        });
+    }
+
+    /// Waits for the next provider call to end, then takes every other one that has ended too.
+    /// Cancel-safe: an attempt joins `finished` as soon as its task is joined.
+    async fn collect(&mut self) {
+        if let Some(joined) = self.sending.join_next().await {
+            self.joined(joined);
+        }
+        while let Some(joined) = self.sending.try_join_next() {
+            self.joined(joined);
+        }
+    }
+
+    fn joined(&mut self, joined: Result<Attempt, JoinError>) {
+        match joined {
+            Ok(attempt) => self.finished.push(attempt),
+            // A provider that panicked took its SMS's reference with it: the SMS stays claimed
+            // and is retried when its lease ends, as after a crash.
+            Err(error) => tracing::error!(%error, "SMS provider call failed"),
+        }
+    }
+
+    /// Ends the claims of SMS never handed to the provider, without counting the attempt. On a
+    /// database error they are retried when their leases end instead.
+    async fn release(&self, claimed: &[OutboxRow]) {
+        if claimed.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = claimed.iter().map(|row| row.id.as_str()).collect();
+        let released = match self.state.store().conn().await {
+            Ok(mut conn) => outbox::release(&mut conn, &ids).await,
+            Err(error) => Err(error),
+        };
+        match released {
+            Ok(()) => tracing::info!(released = ids.len(), "released claimed SMS at shutdown"),
+            Err(error) => tracing::warn!(
+                claimed = ids.len(),
+                %error,
+                "claimed SMS not released; they are sent when their leases end"
+            ),
+        }
+    }
+
+    /// Shutdown: lets the calls in flight finish for [`SHUTDOWN_GRACE`], cuts the rest, and
+    /// records every attempt (retrying for [`SHUTDOWN_RECORDING`] if the database fails).
+    async fn stop(mut self) {
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        let mut cut = false;
+        while !self.sending.is_empty() {
+            tokio::select! {
+                () = self.collect() => {}
+                () = &mut grace, if !cut => {
+                    tracing::warn!(
+                        in_flight = self.sending.len(),
+                        "provider calls still running at shutdown; cutting them"
+                    );
+                    cut = true;
+                    self.cut.send_replace(true);
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = state.outbox_woken() => {}
-            () = tokio::time::sleep(poll) => {}
+        let recording = Instant::now() + SHUTDOWN_RECORDING;
+        while !self.finished.is_empty() {
+            match self.turn().await {
+                Ok(()) => {}
+                Err(error) if Instant::now() < recording => {
+                    tracing::warn!(%error, "recording SMS attempts at shutdown; retrying");
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        unrecorded = self.finished.len(),
+                        %error,
+                        "SMS attempts not recorded at shutdown; they are retried when their \
+                         leases end"
+                    );
+                    return;
+                }
+            }
         }
     }
 }
 
-/// Claims and sends one due SMS; `false` when none is due.
-pub async fn send_one(state: &AppState) -> StoreResult<bool> {
-    let now = state.now();
-    let limits = &state.settings().limits;
-    let mut conn = state.store().conn().await?;
-    let Some(row) = outbox::claim_due(&mut conn, now, seconds(limits.outbox_lease)).await? else {
-        return Ok(false);
-    };
-    drop(conn);
-    let opened = row.open(state.data_key()).map(|(to, body)| OutgoingSms {
-        to: to.as_str().to_owned(),
-        body: body.to_string(),
-        reference: row.id.clone(),
-    });
-    let result = match opened {
-        Ok(sms) => state.sms().send(&sms).await,
-        // Stored data that does not open (another data key, a damaged row) will never open:
-        // fail the SMS for good instead of retrying it forever.
-        Err(error) => Err(SmsError::Permanent(error.to_string())),
-    };
-    let now = state.now();
-    let max_attempts = limits.sms_max_attempts;
-    let mut tx = state.store().begin().await?;
-    let (kind, detail) = match &result {
-        Ok(accepted) => {
-            outbox::mark_sent(&mut tx, &row.id, &accepted.provider_id).await?;
-            Metrics::inc(&state.metrics().sms_sent);
-            (
-                Some(AuditKind::SmsSent),
-                format!("provider={}", state.sms().name()),
-            )
-        }
-        Err(error) => {
-            Metrics::inc(&state.metrics().sms_attempts_failed);
-            tracing::warn!(outbox = %row.id, attempt = row.attempts, %error, "SMS attempt failed");
-            let text = error.to_string();
-            if error.is_temporary() && row.attempts < max_attempts {
-                let next = now + backoff_seconds(row.attempts);
-                outbox::mark_retry(&mut tx, &row.id, next, &text).await?;
-                (None, String::new())
-            } else {
-                outbox::mark_failed(&mut tx, &row.id, &text).await?;
-                (
-                    Some(AuditKind::SmsFailed),
-                    format!("attempts={}", row.attempts),
-                )
+/// Writes the outcome of `attempts`: sent (bodies wiped, audit `sms_sent`), retry later, or
+/// failed for good (audit `sms_failed`). The SMS sent and the audit events are written with a
+/// few statements for the whole group.
+async fn record(tx: &mut Tx, state: &AppState, attempts: &[Attempt], now: i64) -> StoreResult<()> {
+    let provider = format!("provider={}", state.sms().name());
+    let mut sent = Vec::new();
+    let mut events = Vec::new();
+    for Attempt { row, result } in attempts {
+        let detail = match result {
+            Ok(accepted) => {
+                sent.push((row.id.as_str(), accepted.provider_id.as_str()));
+                (AuditKind::SmsSent, provider.clone())
             }
-        }
-    };
-    if let Some(kind) = kind {
-        let record = Record {
+            Err(error) => {
+                let text = error.to_string();
+                if error.is_temporary() && row.attempts < state.settings().limits.sms_max_attempts {
+                    let next = now + backoff_seconds(row.attempts);
+                    outbox::mark_retry(tx, &row.id, next, &text).await?;
+                    continue;
+                }
+                outbox::mark_failed(tx, &row.id, &text).await?;
+                (AuditKind::SmsFailed, format!("attempts={}", row.attempts))
+            }
+        };
+        events.push((row, detail));
+    }
+    outbox::mark_sent(tx, &sent).await?;
+    let records: Vec<Record<'_>> = events
+        .iter()
+        .map(|(row, (kind, detail))| Record {
             organisation: row.organisation_id,
-            kind,
+            kind: *kind,
             message: Some(row.message_id),
             recipient: None,
-            detail: &detail,
-        };
-        audit::append(&mut tx, record, now).await?;
+            detail,
+        })
+        .collect();
+    audit::append_all(tx, &records, now).await
+}
+
+/// Counts and logs an attempt once it is recorded.
+fn recorded(state: &AppState, attempt: &Attempt) {
+    match &attempt.result {
+        Ok(_) => Metrics::inc(&state.metrics().sms_sent),
+        Err(error) => {
+            Metrics::inc(&state.metrics().sms_attempts_failed);
+            tracing::warn!(
+                outbox = %attempt.row.id,
+                attempt = attempt.row.attempts,
+                %error,
+                "SMS attempt failed"
+            );
+        }
     }
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// Purges on an interval until `shutdown` flips.

@@ -80,6 +80,10 @@ pub fn app(state: AppState) -> Router {
 /// Serves `state` on `listener` (and metrics on `metrics_listener`, when given) with the
 /// background jobs until `shutdown` completes, then finishes in-flight requests, stops the jobs
 /// and closes the database.
+///
+/// One signal stops everything at once: the listeners stop accepting and the jobs stop claiming
+/// work at the same moment, so the outbox winds down (at most `jobs::SHUTDOWN_GRACE` for calls
+/// in flight, then one commit) while the requests in flight drain, not after them.
 pub async fn run(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -87,6 +91,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = std::sync::Arc::new(stop);
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.send_replace(true);
+        }
+    });
     let outbox = tokio::spawn(jobs::supervise(
         "outbox",
         state.clone(),
@@ -100,19 +113,27 @@ pub async fn run(
         jobs::run_purge,
     ));
     let metrics = metrics_listener.map(|listener| {
-        let mut stopped = stopped.clone();
-        tokio::spawn(serve_metrics(listener, state.clone(), async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }))
+        tokio::spawn(serve_metrics(
+            listener,
+            state.clone(),
+            stopping(stopped.clone()),
+        ))
     });
-    let served = serve_http(listener, state.clone(), shutdown).await;
-    let _ = stop.send(true);
+    let served = serve_http(listener, state.clone(), stopping(stopped)).await;
+    // Serving can also end on its own (an error): the jobs stop then too.
+    stop.send_replace(true);
+    signal.abort();
     let _ = tokio::join!(outbox, purge);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
     state.store().close().await;
     served
+}
+
+/// Completes once `stopped` holds `true` (or its sender is gone).
+async fn stopping(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Serves the HTTP API only, without background jobs (tests drive the jobs step by step).

@@ -51,6 +51,13 @@ pub struct Limits {
     pub outbox_lease: Duration,
     /// Attempts to deliver an SMS before it is marked failed.
     pub sms_max_attempts: u32,
+    /// SMS handed to the provider at once by one relay instance; `None` takes the provider's
+    /// own number ([`SmsProvider::concurrency`](crate::sms::SmsProvider::concurrency)).
+    pub sms_concurrency: Option<usize>,
+    /// Longest a provider call may take; then the attempt is a temporary failure, retried. The
+    /// outbox never lets a call run past half of [`Self::outbox_lease`], since another instance
+    /// claims the SMS once the lease ends.
+    pub sms_timeout: Duration,
     /// How often expired and revoked ciphertext is purged.
     pub purge_interval: Duration,
 }
@@ -75,6 +82,8 @@ impl Limits {
         outbox_poll: Duration::from_millis(1000),
         outbox_lease: Duration::from_secs(60),
         sms_max_attempts: 8,
+        sms_concurrency: None,
+        sms_timeout: Duration::from_secs(20),
         purge_interval: Duration::from_secs(60),
     };
 

@@ -10,7 +10,7 @@ use relay::config::{
 };
 use relay::sms::SmsProvider;
 use relay::sms::console::ConsoleProvider;
-use relay::sms::twilio::{TwilioConfig, TwilioProvider};
+use relay::sms::twilio::{DEFAULT_REQUEST_TIMEOUT, TwilioConfig, TwilioProvider};
 use relay::state::{AppState, Clock, Settings};
 use relay::store::Store;
 
@@ -111,6 +111,7 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         "{public_url}{}",
         relay::api::sms_callback::TWILIO_STATUS_PATH
     );
+    let limits: relay::limits::Limits = (&args.limits).into();
     let (sms, twilio_auth_token): (Arc<dyn SmsProvider>, _) = match args.sms_provider {
         SmsProviderKind::Console => {
             anyhow::ensure!(
@@ -139,6 +140,7 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
                 from: args.twilio_from.clone(),
                 messaging_service_sid: args.twilio_messaging_service_sid.clone(),
                 status_callback: Some(status_callback.parse().context("status callback URL")?),
+                request_timeout: limits.sms_timeout.min(DEFAULT_REQUEST_TIMEOUT),
             })
             .context("Twilio configuration")?;
             (Arc::new(provider), Some(auth_token))
@@ -148,7 +150,7 @@ async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::
         tls: args.public_url.scheme() == "https",
         public_url,
         viewer_dir: args.viewer_dir.clone(),
-        limits: (&args.limits).into(),
+        limits,
         trust_forwarded_for: args.trust_forwarded_for,
         twilio_auth_token,
     };

@@ -331,7 +331,7 @@ async fn lock_in_order(
         plan.recipient = Some(id);
     }
     let mut patients: Vec<RecipientId> = planned.iter().filter_map(|p| p.recipient).collect();
-    patients.sort_by_key(ToString::to_string);
+    patients.sort();
     patients.dedup();
     for patient in patients {
         recipients::lock(tx, patient).await?;
@@ -340,7 +340,7 @@ async fn lock_in_order(
         .iter()
         .map(|p| p.submission.organisation.id)
         .collect();
-    organisations.sort_by_key(ToString::to_string);
+    organisations.sort();
     organisations.dedup();
     for organisation in organisations {
         audit::lock_chain(tx, organisation).await?;

@@ -1,18 +1,21 @@
 //! Invariant 3 and the operational promises: accepted messages and their queued SMS survive a
 //! restart; SMS survive provider outages (retries with backoff) and are sent once even with
-//! several relay instances; the audit chain detects altered records; sends are rate limited;
+//! several relay instances sending in parallel; the audit chain detects altered records; sends are rate limited;
 //! signed delivery reports land in the audit log and unsigned ones are refused.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use relay::limits::Limits;
 use relay::sms::{Accepted, OutgoingSms, SendFuture, SmsError, SmsProvider};
 use relay::store::Backend;
-use relay::testkit::{TestRelay, header, keys, seal};
+use relay::testkit::{TestRelay, header, keys, seal, wait_until};
 use reqwest::Method;
 use serde_json::json;
 use shared::audit::AuditKind;
+use tokio::sync::watch;
 
 const PHONE: &str = "+15550001111";
 
@@ -120,25 +123,18 @@ async fn provider_outage_is_retried_with_backoff() {
     });
     let instance = relay.instance(flaky.clone()).await;
 
-    assert!(
-        relay::jobs::send_one(&instance).await.unwrap(),
-        "attempt 1 fails"
-    );
-    assert!(
-        !relay::jobs::send_one(&instance).await.unwrap(),
+    let send_due = || relay::jobs::send_due(&instance);
+    assert_eq!(send_due().await.unwrap(), 1, "attempt 1 fails");
+    assert_eq!(
+        send_due().await.unwrap(),
+        0,
         "not due again before the backoff"
     );
     relay.advance(relay::jobs::backoff_seconds(1));
-    assert!(
-        relay::jobs::send_one(&instance).await.unwrap(),
-        "attempt 2 fails"
-    );
+    assert_eq!(send_due().await.unwrap(), 1, "attempt 2 fails");
     relay.advance(relay::jobs::backoff_seconds(2));
-    assert!(
-        relay::jobs::send_one(&instance).await.unwrap(),
-        "attempt 3 succeeds"
-    );
-    assert!(!relay::jobs::send_one(&instance).await.unwrap());
+    assert_eq!(send_due().await.unwrap(), 1, "attempt 3 succeeds");
+    assert_eq!(send_due().await.unwrap(), 0);
     assert_eq!(flaky.sent.load(Ordering::SeqCst), 1);
 
     let kinds = relay.event_kinds(&clinic.api_key, id).await;
@@ -162,10 +158,11 @@ async fn permanent_failure_is_recorded_once() {
     let clinic = registered_clinic(&relay).await;
     let id = send(&relay, &clinic, "never arrives").await;
     let instance = relay.instance(Arc::new(Refusing)).await;
-    assert!(relay::jobs::send_one(&instance).await.unwrap());
+    assert_eq!(relay::jobs::send_due(&instance).await.unwrap(), 1);
     relay.advance(3600);
-    assert!(
-        !relay::jobs::send_one(&instance).await.unwrap(),
+    assert_eq!(
+        relay::jobs::send_due(&instance).await.unwrap(),
+        0,
         "a permanent failure is not retried"
     );
     let kinds = relay.event_kinds(&clinic.api_key, id).await;
@@ -173,41 +170,87 @@ async fn permanent_failure_is_recorded_once() {
     relay.finish().await;
 }
 
+/// Counts provider calls per outbox reference and per relay instance.
+#[derive(Debug)]
+struct Counting {
+    instance: usize,
+    calls: Arc<Mutex<HashMap<String, Vec<usize>>>>,
+}
+
+impl SmsProvider for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn send<'a>(&'a self, sms: &'a OutgoingSms) -> SendFuture<'a> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .entry(sms.reference.clone())
+                .or_default()
+                .push(self.instance);
+            // Long enough for the instances' batches to overlap.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(Accepted {
+                provider_id: format!("counting-{}", sms.reference),
+            })
+        })
+    }
+}
+
+/// Three relay instances on one PostgreSQL database, each running the outbox worker with 16
+/// calls at once, drain a backlog together: each SMS is sent exactly once, by one instance.
 #[tokio::test]
 async fn several_instances_send_each_sms_once() {
-    let relay = TestRelay::start(Backend::Postgres).await;
+    const BACKLOG: usize = 1500;
+    let limits = Limits {
+        sms_concurrency: Some(16),
+        ..Limits::default()
+    };
+    let relay = TestRelay::builder(Backend::Postgres)
+        .limits(limits)
+        .start()
+        .await;
     let clinic = registered_clinic(&relay).await;
-    for n in 0..12 {
-        send(&relay, &clinic, &format!("message {n}")).await;
+    let references = relay.queue_sms(&clinic, PHONE, BACKLOG).await;
+    let calls = Arc::new(Mutex::new(HashMap::<String, Vec<usize>>::new()));
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    for instance in 0..3 {
+        let provider = Arc::new(Counting {
+            instance,
+            calls: calls.clone(),
+        });
+        let state = relay.instance(provider).await;
+        workers.push(tokio::spawn(relay::jobs::run_outbox(
+            state,
+            stopped.clone(),
+        )));
     }
-    let counting = Arc::new(Flaky {
-        failures_left: AtomicU32::new(0),
-        sent: AtomicU32::new(0),
-    });
-    let instances = [
-        relay.instance(counting.clone()).await,
-        relay.instance(counting.clone()).await,
-        relay.instance(counting.clone()).await,
-    ];
-    let workers = instances.map(|state| {
-        tokio::spawn(async move {
-            let mut sent = 0;
-            while relay::jobs::send_one(&state).await.unwrap() {
-                sent += 1;
-            }
-            sent
-        })
-    });
-    let mut total = 0;
+    wait_until(Duration::from_secs(120), "every SMS sent", || async {
+        let called = calls.lock().unwrap().len();
+        let mut conn = relay.state().store().conn().await.unwrap();
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sms_outbox WHERE status <> 'sent'")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        (called == BACKLOG && pending == 0).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
     for worker in workers {
-        total += worker.await.unwrap();
+        worker.await.unwrap();
     }
-    assert_eq!(total, 12);
-    assert_eq!(
-        counting.sent.load(Ordering::SeqCst),
-        12,
-        "no SMS sent twice"
-    );
+    let calls = std::mem::take(&mut *calls.lock().unwrap());
+    let mut shares = [0; 3];
+    for reference in &references {
+        let by = &calls[reference];
+        assert_eq!(by.len(), 1, "{reference} sent by instances {by:?}");
+        shares[by[0]] += 1;
+    }
+    println!("{BACKLOG} SMS sent once each; by instance: {shares:?}");
     relay.finish().await;
 }
 

@@ -100,6 +100,7 @@ fn config(address: SocketAddr) -> TwilioConfig {
         from: Some("+15550001111".into()),
         messaging_service_sid: None,
         status_callback: None,
+        request_timeout: relay::sms::twilio::DEFAULT_REQUEST_TIMEOUT,
     }
 }
 
@@ -306,4 +307,43 @@ async fn connection_refused_is_temporary() {
     assert!(matches!(error, SmsError::Temporary(_)), "{error}");
     assert_no_secrets(&error);
     assert!(!error.to_string().contains(ACCOUNT_SID), "{error}");
+}
+
+/// Issue 13: a Twilio that accepts the connection and reads the request but never answers. The
+/// provider gives up at its configured request timeout with a temporary error (the outbox
+/// retries it), well before the outbox's claim lease ends.
+#[tokio::test]
+async fn no_answer_is_a_temporary_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (accepted, mut connections) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            // Keep the connection open, unanswered.
+            open.push(socket);
+            accepted.send(()).unwrap();
+        }
+    });
+    let timeout = std::time::Duration::from_millis(500);
+    let provider = TwilioProvider::new(TwilioConfig {
+        request_timeout: timeout,
+        ..config(address)
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), provider.send(&sms()))
+        .await
+        .expect("the provider gives up by itself")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(connections.try_recv().is_ok(), "the stand-in was reached");
+    assert!(matches!(error, SmsError::Temporary(_)), "{error}");
+    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(
+        took >= timeout,
+        "gave up after {took:?}, before the timeout"
+    );
+    assert_no_secrets(&error);
+    println!("no answer: temporary failure after {took:?} (timeout {timeout:?})");
 }

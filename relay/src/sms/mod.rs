@@ -78,7 +78,15 @@ pub trait SmsProvider: Send + Sync + fmt::Debug {
     /// Short name for logs and metrics (`console`, `twilio`).
     fn name(&self) -> &'static str;
 
-    /// Makes one delivery attempt. Retrying is the caller's business.
+    /// How many SMS the outbox hands this provider at once unless the operator says otherwise
+    /// (`--sms-concurrency`). One by default: a provider that does not say it takes concurrent
+    /// calls gets them one after another.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    /// Makes one delivery attempt. Retrying is the caller's business (and so is the bound on
+    /// how long it may take: the outbox cuts a call at its timeout by dropping the future).
     fn send<'a>(
         &'a self,
         sms: &'a OutgoingSms,

@@ -38,8 +38,14 @@ use subtle::ConstantTimeEq as _;
 use super::{Accepted, OutgoingSms, SendFuture, SmsError, SmsProvider};
 use crate::config::Secret;
 
-/// Whole-request timeout for a call to Twilio.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Whole-request timeout for a call to Twilio, unless [`TwilioConfig::request_timeout`] is
+/// shorter. (The outbox bounds every provider call as well; this one reports a Twilio timeout as
+/// such.)
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// SMS sent to Twilio at once by default: enough to hide the API's round trip (a few hundred
+/// milliseconds from most places), well inside the concurrent requests Twilio accepts per
+/// account; a `429` beyond them is a temporary failure, retried.
+const CONCURRENCY: usize = 32;
 /// Connection set-up timeout (part of the request timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest provider message kept in an error text.
@@ -62,6 +68,9 @@ pub struct TwilioConfig {
     pub messaging_service_sid: Option<String>,
     /// Where Twilio posts delivery status updates, if anywhere.
     pub status_callback: Option<url::Url>,
+    /// Whole-request timeout, connection set-up included: [`DEFAULT_REQUEST_TIMEOUT`] or less.
+    /// A request without an answer by then is a temporary failure.
+    pub request_timeout: Duration,
 }
 
 /// Why a [`TwilioConfig`] cannot be used.
@@ -134,8 +143,8 @@ impl TwilioProvider {
         };
         let messages_url = messages_url(&config.base_url, &account_sid)?;
         let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(config.request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(config.request_timeout))
             // Twilio does not redirect; never replay credentials to another address.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("securetext-relay/", env!("CARGO_PKG_VERSION")))
@@ -203,6 +212,10 @@ impl TwilioProvider {
 impl SmsProvider for TwilioProvider {
     fn name(&self) -> &'static str {
         "twilio"
+    }
+
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
     }
 
     fn send<'a>(&'a self, sms: &'a OutgoingSms) -> SendFuture<'a> {
@@ -620,6 +633,7 @@ mod tests {
             from: Some("+15550001111".into()),
             messaging_service_sid: None,
             status_callback: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 

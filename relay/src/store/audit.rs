@@ -71,8 +71,32 @@ pub async fn append(tx: &mut Tx, record: Record<'_>, now: i64) -> StoreResult<Au
     Chains::default().append(tx, record, now).await
 }
 
+/// Appends many events, in order per organisation, with one read of each chain's end and
+/// multi-row inserts: what one outbox turn records. The chains are locked in id order, the lock
+/// order of [`lock_chain`].
+pub async fn append_all(tx: &mut Tx, records: &[Record<'_>], now: i64) -> StoreResult<()> {
+    let mut organisations: Vec<OrganisationId> = records.iter().map(|r| r.organisation).collect();
+    organisations.sort();
+    organisations.dedup();
+    for organisation in organisations {
+        lock_chain(tx, organisation).await?;
+        let mut last = last_event(tx, organisation).await?;
+        let mut events = Vec::new();
+        for record in records.iter().filter(|r| r.organisation == organisation) {
+            let event = chained(last.as_ref(), record, now)?;
+            last = Some(event.clone());
+            events.push(event);
+        }
+        // Four parameters a row, far below either backend's limit per statement.
+        for chunk in events.chunks(200) {
+            insert(tx, chunk).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The heads of the chains one transaction appends to, each read once: a batch of submissions
-/// appends many events to a chain without re-reading its last event for each.
+/// appends events one message at a time without re-reading the chain's end for each.
 #[derive(Debug, Default)]
 pub struct Chains {
     heads: HashMap<OrganisationId, Option<AuditEvent>>,
@@ -86,54 +110,77 @@ impl Chains {
         record: Record<'_>,
         now: i64,
     ) -> StoreResult<AuditEvent> {
-        let org = record.organisation.to_string();
         let head = match self.heads.get(&record.organisation) {
             Some(head) => head.clone(),
             None => {
                 lock_chain(tx, record.organisation).await?;
-                sqlx::query(
-                    "SELECT event FROM audit_events WHERE organisation_id = $1 \
-                     ORDER BY seq DESC LIMIT 1",
-                )
-                .bind(&org)
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|row| row::json::<AuditEvent>(&row, "event"))
-                .transpose()?
+                last_event(tx, record.organisation).await?
             }
         };
-        let event = match &head {
-            Some(last) => last.next(
-                now,
-                record.kind,
-                record.message,
-                record.recipient,
-                record.detail,
-            ),
-            None => AuditEvent::first(
-                record.organisation,
-                now,
-                record.kind,
-                record.message,
-                record.recipient,
-                record.detail,
-            ),
-        }
-        .map_err(|e| StoreError::corrupt("audit chain", e))?;
-        let seq = i64::try_from(event.seq).map_err(|e| StoreError::corrupt("audit seq", e))?;
-        sqlx::query(
-            "INSERT INTO audit_events (organisation_id, seq, message_id, event) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&org)
-        .bind(seq)
-        .bind(record.message.map(|m| m.to_string()))
-        .bind(to_json(&event)?)
-        .execute(&mut **tx)
-        .await?;
+        let event = chained(head.as_ref(), &record, now)?;
+        insert(tx, std::slice::from_ref(&event)).await?;
         self.heads.insert(record.organisation, Some(event.clone()));
         Ok(event)
     }
+}
+
+/// The newest event of an organisation's chain.
+async fn last_event(tx: &mut Tx, organisation: OrganisationId) -> StoreResult<Option<AuditEvent>> {
+    sqlx::query(
+        "SELECT event FROM audit_events WHERE organisation_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(organisation.to_string())
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|row| row::json::<AuditEvent>(&row, "event"))
+    .transpose()
+}
+
+/// The event recording `record` after `last` (or the chain's first).
+fn chained(last: Option<&AuditEvent>, record: &Record<'_>, now: i64) -> StoreResult<AuditEvent> {
+    match last {
+        Some(last) => last.next(
+            now,
+            record.kind,
+            record.message,
+            record.recipient,
+            record.detail,
+        ),
+        None => AuditEvent::first(
+            record.organisation,
+            now,
+            record.kind,
+            record.message,
+            record.recipient,
+            record.detail,
+        ),
+    }
+    .map_err(|e| StoreError::corrupt("audit chain", e))
+}
+
+/// Inserts events in one statement.
+async fn insert(tx: &mut Tx, events: &[AuditEvent]) -> StoreResult<()> {
+    let values: Vec<String> = (0..events.len())
+        .map(|n| {
+            let p = 4 * n;
+            format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO audit_events (organisation_id, seq, message_id, event) VALUES {}",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for event in events {
+        let seq = i64::try_from(event.seq).map_err(|e| StoreError::corrupt("audit seq", e))?;
+        query = query
+            .bind(event.organisation_id.to_string())
+            .bind(seq)
+            .bind(event.message_id.map(|m| m.to_string()))
+            .bind(to_json(event)?);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// An organisation's events after `after_seq`, oldest first, at most `limit`.

@@ -1,6 +1,14 @@
 //! The transactional SMS outbox: a row is written in the same transaction as its message, and
 //! workers on any relay instance claim due rows with a lease, so an accepted message's SMS
 //! survives restarts and provider outages and is sent once.
+//!
+//! # Claims
+//! A worker claims a batch of due rows with one statement ([`claim_due`]) that sets their lease
+//! (`claimed_until`) and counts the attempt. On PostgreSQL the rows are picked with
+//! `FOR UPDATE SKIP LOCKED`, so that relays claiming at the same moment take disjoint batches
+//! without waiting for each other; SQLite has one writer, so the statement is atomic as it is.
+//! A claimed row is invisible to every other claim until its lease ends or its result is
+//! recorded; [`release`] ends a lease early for rows never handed to the provider.
 
 use rand_core::OsRng;
 use shared::at_rest::DataKey;
@@ -9,7 +17,7 @@ use shared::phone::PhoneNumber;
 use sqlx::{AnyConnection, Row};
 use zeroize::Zeroizing;
 
-use super::{StoreError, StoreResult, row};
+use super::{Backend, StoreError, StoreResult, Tx, row};
 
 /// Purpose label of sealed SMS bodies (see `docs/PROTOCOL.md`, relay data at rest).
 const SMS_BODY: &str = "sms-body";
@@ -86,51 +94,91 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Claims the oldest due SMS for `lease_seconds`. The conditional update is atomic on both
-/// backends, so two relay instances never claim the same row.
+/// Claims up to `limit` of the oldest due SMS for `lease_seconds`, counting an attempt for
+/// each, in one statement. Rows locked by another relay's claim are skipped (PostgreSQL), and
+/// the update re-checks every picked row, so two relay instances never claim the same row. Runs inside the caller's transaction, which commits before any SMS is sent.
 pub async fn claim_due(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     now: i64,
     lease_seconds: i64,
-) -> StoreResult<Option<OutboxRow>> {
-    let row = sqlx::query(
-        "UPDATE sms_outbox SET claimed_until = $2, attempts = attempts + 1 \
-         WHERE id = (SELECT o.id FROM sms_outbox o JOIN messages m ON m.id = o.message_id \
-                     WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
-                     AND o.claimed_until <= $1 AND m.status = 'active' AND m.expires_at > $1 \
-                     ORDER BY o.created_at, o.id LIMIT 1) \
-         AND status = 'pending' AND claimed_until <= $1 \
-         RETURNING id, message_id, organisation_id, to_sealed, body_sealed, attempts",
-    )
+    limit: usize,
+) -> StoreResult<Vec<OutboxRow>> {
+    let skip_locked = match tx.backend {
+        Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    // The picked ids are materialised first: as a plain `IN (subquery)`, PostgreSQL may run
+    // the locking subquery again for each outer row and claim more rows than `limit`.
+    let rows = sqlx::query(&format!(
+        "WITH due AS MATERIALIZED (\
+             SELECT o.id FROM sms_outbox o JOIN messages m ON m.id = o.message_id \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+             AND o.claimed_until <= $1 AND m.status = 'active' AND m.expires_at > $1 \
+             ORDER BY o.created_at, o.id LIMIT $3{skip_locked}) \
+         UPDATE sms_outbox SET claimed_until = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM due) AND status = 'pending' AND claimed_until <= $1 \
+         RETURNING id, message_id, organisation_id, to_sealed, body_sealed, attempts"
+    ))
     .bind(now)
     .bind(now + lease_seconds)
-    .fetch_optional(conn)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
     .await?;
-    row.map(|row| {
-        Ok(OutboxRow {
-            id: row.try_get("id")?,
-            message_id: row::parsed(&row, "message_id")?,
-            organisation_id: row::parsed(&row, "organisation_id")?,
-            sealed: SealedSms {
-                to: row.try_get("to_sealed")?,
-                body: row.try_get("body_sealed")?,
-            },
-            attempts: row::count(&row, "attempts")?,
+    rows.iter()
+        .map(|row| {
+            Ok(OutboxRow {
+                id: row.try_get("id")?,
+                message_id: row::parsed(row, "message_id")?,
+                organisation_id: row::parsed(row, "organisation_id")?,
+                sealed: SealedSms {
+                    to: row.try_get("to_sealed")?,
+                    body: row.try_get("body_sealed")?,
+                },
+                attempts: row::count(row, "attempts")?,
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
-/// Records a successful hand-over to the provider and wipes the body (it carries the link).
-pub async fn mark_sent(conn: &mut AnyConnection, id: &str, provider_id: &str) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE sms_outbox SET status = 'sent', body_sealed = NULL, provider_id = $1, \
-         last_error = NULL WHERE id = $2",
-    )
-    .bind(provider_id)
-    .bind(id)
-    .execute(conn)
-    .await?;
+/// Ends the lease of claimed rows that were never handed to the provider and uncounts their
+/// attempt, so that any instance sends them at once.
+pub async fn release(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<()> {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "UPDATE sms_outbox SET claimed_until = 0, attempts = attempts - 1 \
+         WHERE status = 'pending' AND id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Records successful hand-overs to the provider, `(outbox id, provider id)` each, and wipes
+/// their bodies (they carry the link), with one statement per 200 SMS.
+pub async fn mark_sent(conn: &mut AnyConnection, sent: &[(&str, &str)]) -> StoreResult<()> {
+    for chunk in sent.chunks(200) {
+        let cases: Vec<String> = (0..chunk.len())
+            .map(|n| format!("WHEN ${} THEN ${}", 2 * n + 1, 2 * n + 2))
+            .collect();
+        let ids: Vec<String> = (0..chunk.len())
+            .map(|n| format!("${}", 2 * n + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE sms_outbox SET status = 'sent', body_sealed = NULL, last_error = NULL, \
+             provider_id = CASE id {} END WHERE id IN ({})",
+            cases.join(" "),
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, provider_id) in chunk {
+            query = query.bind(*id).bind(*provider_id);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -336,7 +336,7 @@ impl TestRelay {
 
     /// Sends every due SMS now (the outbox worker's step).
     pub async fn deliver_sms(&self) {
-        while crate::jobs::send_one(self.state()).await.unwrap() {}
+        crate::jobs::send_due(self.state()).await.unwrap();
     }
 
     /// The SMS the console provider wrote, oldest first.
@@ -430,6 +430,35 @@ impl TestRelay {
             .await;
         assert_eq!(status, 201, "{answer}");
         envelope.header.message_id
+    }
+
+    /// Queues `count` SMS to `phone` for one first-contact message from `sender`: its own SMS
+    /// and `count - 1` more outbox rows with distinct bodies, written in one transaction. A
+    /// backlog for outbox load, concurrency and shutdown tests without `count` submissions.
+    /// Returns every queued SMS's outbox reference.
+    pub async fn queue_sms(&self, sender: &Sender, phone: &str, count: usize) -> Vec<String> {
+        use crate::store::outbox::{self, SealedSms};
+        let message = self.submit_first_contact(sender, phone, "backlog").await;
+        let number = shared::phone::PhoneNumber::parse(phone).unwrap();
+        let store = self.state().store();
+        let mut references: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM sms_outbox WHERE message_id = $1")
+                .bind(message.to_string())
+                .fetch_all(&mut *store.conn().await.unwrap())
+                .await
+                .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        for n in 1..count {
+            let reference = format!("{message}-backlog-{n:06}");
+            let body = format!("backlog SMS {n} of message {message}");
+            let sms = SealedSms::seal(self.state().data_key(), &number, &body);
+            outbox::enqueue(&mut tx, &reference, message, sender.id, &sms, self.now())
+                .await
+                .unwrap();
+            references.push(reference);
+        }
+        tx.commit().await.unwrap();
+        references
     }
 
     /// Forgets the patient's enrollment (the operator's reset for a forgotten password).
