@@ -290,7 +290,7 @@ pub struct LimitArgs {
     )]
     pub address_unlock_attempts: u32,
 
-    /// Link opens one client address may make per minute.
+    /// Opens of one link one client address may make per minute.
     #[arg(long, env = "RELAY_OPEN_RATE_PER_MINUTE", default_value_t = D.open_rate_per_minute)]
     pub open_rate_per_minute: u32,
 

@@ -186,8 +186,8 @@ impl Pipeline {
         self.stopping.as_ref().is_some_and(|stop| *stop.borrow())
     }
 
-    /// One turn: claims due SMS for the free slots (none once stopping) and records the finished
-    /// attempts in one transaction, then hands the claimed SMS to the provider. On an error the
+    /// One turn: records the finished attempts and claims due SMS for the free slots (none once
+    /// stopping) in one transaction, then hands the claimed SMS to the provider. On an error the
     /// transaction rolls back, nothing is sent, and the finished attempts wait for the next turn.
     async fn turn(&mut self) -> StoreResult<()> {
         let free = match self.stopping() {
@@ -200,13 +200,15 @@ impl Pipeline {
         let now = self.state.now();
         let lease = seconds(self.state.settings().limits.outbox_lease);
         let mut tx = self.state.store().begin().await?;
-        // Claim first: the claim waits for no lock (SKIP LOCKED), while recording locks the
-        // organisations' audit chains, which then stay locked only for the rest of the turn.
+        // Record first: a finished attempt's row is still pending until its result is recorded,
+        // and once its lease has run out (recording delayed by a database outage) a claim made
+        // first would take it again and text the patient a second time. The claim waits for no
+        // lock (SKIP LOCKED), so taking it after the audit chains keeps the lock order.
+        record(&mut tx, &self.state, &self.finished, now).await?;
         let claimed = match free {
             0 => Vec::new(),
             free => outbox::claim_due(&mut tx, now, lease, free).await?,
         };
-        record(&mut tx, &self.state, &self.finished, now).await?;
         tx.commit().await?;
         for attempt in self.finished.drain(..) {
             recorded(&self.state, &attempt);
@@ -425,16 +427,21 @@ pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let idle = seconds(state.settings().limits.session_idle);
     let mut tx = state.store().begin().await?;
     let expired = messages::expire_due(&mut tx, now).await?;
-    for (message, organisation, recipient) in &expired {
-        let record = Record::message(*organisation, AuditKind::Expired, *message, *recipient);
-        audit::append(&mut tx, record, now).await?;
-    }
     let revoked = messages::purge_revoked(&mut tx).await?;
     outbox::cancel_for_ended_messages(&mut tx, now).await?;
     let sessions = sessions::end_stale(&mut tx, now, idle).await?;
     let keys = row_keys::delete_ended(&mut tx).await?;
     throttle::prune(&mut tx, now - 86_400).await?;
     devices::prune(&mut tx, now).await?;
+    // The audit chains last, in id order (append_all): the lock order of `audit::lock_chain`,
+    // so that a purge cannot deadlock with a batch of submissions, an unlock or the outbox.
+    let records: Vec<_> = expired
+        .iter()
+        .map(|(message, organisation, recipient)| {
+            Record::message(*organisation, AuditKind::Expired, *message, *recipient)
+        })
+        .collect();
+    audit::append_all(&mut tx, &records, now).await?;
     tx.commit().await?;
     state.store().scrub_if_needed(keys).await?;
     if !expired.is_empty() || revoked > 0 || sessions > 0 || keys > 0 {

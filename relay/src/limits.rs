@@ -29,7 +29,7 @@ pub struct Limits {
     /// How long a browser that unlocked stays a known device (its cookie's `Max-Age`; each
     /// successful unlock from it starts the time again).
     pub device_lifetime: Duration,
-    /// Link opens (`POST /v1/viewer/open`) one client address may make per minute.
+    /// Opens of one link (`POST /v1/viewer/open`) one client address may make per minute.
     pub open_rate_per_minute: u32,
     /// Messages one API key may submit per minute.
     pub send_rate_per_minute: u32,

@@ -18,11 +18,17 @@
 //! 1. reads and checks, in arrival order (a later submission sees what earlier ones in the
 //!    batch claimed);
 //! 2. the send rate of each API key, granted in arrival order, counted once per key;
-//! 3. new patients created, then every patient's row and every organisation's audit chain
-//!    locked, each in id order — the lock order of [`audit::lock_chain`], which keeps two relays
-//!    and concurrent unlocks from deadlocking;
+//! 3. new patients created (in lookup order), then every patient's row and every
+//!    organisation's audit chain locked, each in id order — the lock order of
+//!    [`audit::lock_chain`], which keeps two relays and concurrent unlocks from deadlocking —
+//!    and the patients' keys checked again under the lock (a reset committed since phase 1
+//!    refuses a message wrapped to the old key);
 //! 4. each message, its link, its SMS and its audit events, inside a savepoint so that a message
 //!    another relay inserted meanwhile refuses only its own submission.
+//!
+//! A twin of a submission in the same batch (same idempotency key or message id: a client's
+//! retry before its first attempt was answered) waits for a second round right after the
+//! commit, where it gets the first one's answer (`200`, or its refusal) instead of a guess.
 //!
 //! The audit chain's head is read once per organisation and batch ([`audit::Chains`]), so the
 //! chain no longer costs a read and a lock per request.
@@ -123,18 +129,27 @@ async fn write_batches(state: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
             return;
         };
         let state = AppState::from_inner(inner);
-        let (submissions, answers): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|j| (j.submission, j.answer)).unzip();
-        let outcomes = match write_batch(&state, &submissions).await {
-            Ok(outcomes) => {
-                Metrics::inc(&state.metrics().submission_batches);
-                outcomes
+        let mut round = std::mem::take(&mut batch);
+        // A twin of a submission in the same round (a client's retry before its first attempt
+        // was answered) waits for the next round, where it sees the first one's outcome.
+        while !round.is_empty() {
+            let submissions: Vec<&Submission> = round.iter().map(|j| &j.submission).collect();
+            let outcomes = match write_batch(&state, &submissions).await {
+                Ok(outcomes) => {
+                    Metrics::inc(&state.metrics().submission_batches);
+                    outcomes
+                }
+                Err(error) => vec![Some(Err(AppError::from(error))); submissions.len()],
+            };
+            let mut twins = Vec::new();
+            for (job, outcome) in round.into_iter().zip(outcomes) {
+                match outcome {
+                    // The client may have gone; its submission stands either way.
+                    Some(outcome) => drop(job.answer.send(outcome)),
+                    None => twins.push(job),
+                }
             }
-            Err(error) => vec![Err(AppError::from(error)); submissions.len()],
-        };
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
-            // The client may have gone; its submission stands either way.
-            let _ = answer.send(outcome);
+            round = twins;
         }
     }
 }
@@ -147,24 +162,46 @@ struct Planned<'a> {
     recipient: Option<RecipientId>,
 }
 
-/// Writes a batch in one transaction; the outcome of each submission, in order. An error is a
-/// failure of the whole batch (nothing of it is written).
-async fn write_batch(state: &AppState, batch: &[Submission]) -> StoreResult<Vec<Answer>> {
+/// Writes a batch in one transaction; the outcome of each submission, in order, `None` for a
+/// twin left to the next round. An error is a failure of the whole batch (nothing of it is
+/// written).
+async fn write_batch(state: &AppState, batch: &[&Submission]) -> StoreResult<Vec<Option<Answer>>> {
     let mut tx = state.store().begin().await?;
     let mut outcomes: Vec<Option<Answer>> = vec![None; batch.len()];
     let mut planned = check_all(&mut tx, state, batch, &mut outcomes).await?;
     grant_send_rates(&mut tx, state, &mut planned, &mut outcomes).await?;
     lock_in_order(&mut tx, state, &mut planned).await?;
+    recheck_locked_patients(&mut tx, &mut planned, &mut outcomes).await?;
     let mut chains = Chains::default();
     for plan in &planned {
         let outcome = write_one(&mut tx, state, &mut chains, plan).await?;
         outcomes[plan.index] = Some(outcome);
     }
     tx.commit().await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.expect("every submission has an outcome"))
-        .collect())
+    Ok(outcomes)
+}
+
+/// Phase 3, continued: the patient's key checked again under the lock. A reset or a new
+/// enrollment committed since phase 1 read the patient must refuse a message wrapped to the old
+/// key (`recipient_key_changed`).
+async fn recheck_locked_patients(
+    tx: &mut Tx,
+    planned: &mut Vec<Planned<'_>>,
+    outcomes: &mut [Option<Answer>],
+) -> StoreResult<()> {
+    let mut kept = Vec::with_capacity(planned.len());
+    for plan in planned.drain(..) {
+        if let Some(named) = plan.submission.envelope.header.recipient_id {
+            let current = recipients::get(tx, named).await?;
+            if let Err(refusal) = check_recipient(&plan.submission.envelope, current.as_ref()) {
+                outcomes[plan.index] = Some(Err(refusal));
+                continue;
+            }
+        }
+        kept.push(plan);
+    }
+    *planned = kept;
+    Ok(())
 }
 
 /// Phase 1: the checks that read, in arrival order. Refusals go to `outcomes`; the rest is the
@@ -172,21 +209,20 @@ async fn write_batch(state: &AppState, batch: &[Submission]) -> StoreResult<Vec<
 async fn check_all<'a>(
     tx: &mut Tx,
     state: &AppState,
-    batch: &'a [Submission],
+    batch: &[&'a Submission],
     outcomes: &mut [Option<Answer>],
 ) -> StoreResult<Vec<Planned<'a>>> {
     let mut planned = Vec::new();
     let mut ids_taken = HashSet::new();
     let mut keys_taken = HashSet::new();
     let mut patients: HashMap<[u8; 32], Option<Recipient>> = HashMap::new();
-    for (index, submission) in batch.iter().enumerate() {
+    for (index, &submission) in batch.iter().enumerate() {
         let header = &submission.envelope.header;
         let org = submission.organisation.id;
         if let Some(key) = &submission.idempotency_key {
             if !keys_taken.insert((org, key.clone())) {
-                // Its twin earlier in this batch is being written: the client retried before
-                // the first attempt was answered.
-                outcomes[index] = Some(Err(duplicate_message()));
+                // Its twin is planned in this batch: its answer depends on the twin's outcome,
+                // known next round (outcome left `None`).
                 continue;
             }
             if let Some(existing) = messages::by_idempotency_key(tx, org, key).await? {
@@ -201,7 +237,11 @@ async fn check_all<'a>(
                 continue;
             }
         }
-        if !ids_taken.insert(header.message_id) || messages::exists(tx, header.message_id).await? {
+        if !ids_taken.insert(header.message_id) {
+            // A twin by message id: as above.
+            continue;
+        }
+        if messages::exists(tx, header.message_id).await? {
             outcomes[index] = Some(Err(duplicate_message()));
             continue;
         }
@@ -307,28 +347,30 @@ async fn lock_in_order(
     state: &AppState,
     planned: &mut [Planned<'_>],
 ) -> StoreResult<()> {
+    // New numbers in lookup order: two relays creating the same two patients wait for each
+    // other's uncommitted rows in one order, never in a cycle.
+    let mut new_numbers: Vec<&Planned<'_>> =
+        planned.iter().filter(|p| p.recipient.is_none()).collect();
+    new_numbers.sort_by_key(|p| p.lookup);
     let mut created: HashMap<[u8; 32], RecipientId> = HashMap::new();
-    for plan in planned.iter_mut() {
-        if plan.recipient.is_some() {
+    for plan in new_numbers {
+        if created.contains_key(&plan.lookup) {
             continue;
         }
-        let id = match created.get(&plan.lookup) {
-            Some(id) => *id,
-            None => {
-                let phone = &plan.submission.phone;
-                let recipient = recipients::get_or_create(
-                    tx,
-                    RecipientId::random(&mut OsRng),
-                    &plan.lookup,
-                    phone.seal(state.data_key(), &mut OsRng),
-                    plan.submission.now,
-                )
-                .await?;
-                created.insert(plan.lookup, recipient.id);
-                recipient.id
-            }
-        };
-        plan.recipient = Some(id);
+        let recipient = recipients::get_or_create(
+            tx,
+            RecipientId::random(&mut OsRng),
+            &plan.lookup,
+            plan.submission.phone.seal(state.data_key(), &mut OsRng),
+            plan.submission.now,
+        )
+        .await?;
+        created.insert(plan.lookup, recipient.id);
+    }
+    for plan in planned.iter_mut() {
+        if plan.recipient.is_none() {
+            plan.recipient = created.get(&plan.lookup).copied();
+        }
     }
     let mut patients: Vec<RecipientId> = planned.iter().filter_map(|p| p.recipient).collect();
     patients.sort();

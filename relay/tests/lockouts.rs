@@ -367,8 +367,9 @@ async fn ipv6_addresses_count_by_64_prefix(backend: Backend) {
     relay.finish().await;
 }
 
-/// (d) Polling `open` is throttled per client address (`429 rate_limited` with `retry_after`)
-/// and every open is in the sender's audit log.
+/// (d) Polling `open` is throttled per link and client address (`429 rate_limited` with
+/// `retry_after`), never for another link behind the same address, and every open of the link
+/// is in the sender's audit log.
 async fn open_is_throttled_and_audited(backend: Backend) {
     let relay = relay_with(backend, Limits::default()).await;
     let clinic = relay.registered_organisation("Open Clinic").await;
@@ -400,6 +401,16 @@ async fn open_is_throttled_and_audited(backend: Backend) {
         200,
         "another address"
     );
+    // Another patient's link behind the same (shared) address is not throttled.
+    relay
+        .submit_first_contact(&clinic, "+15557400002", "hi")
+        .await;
+    let other = relay.deliver_link_for("+15557400002").await;
+    assert_eq!(
+        open(&relay, &other, "198.51.100.40").await.0,
+        200,
+        "another link from the throttled address"
+    );
     relay.advance(retry_after);
     assert_eq!(
         open(&relay, &link, "198.51.100.40").await.0,
@@ -409,7 +420,11 @@ async fn open_is_throttled_and_audited(backend: Backend) {
 
     let opens = audited(&relay, &clinic, "link_opened").await;
     let answered = limit + 2;
-    assert_eq!(opens.len(), answered, "every answered open is audited");
+    assert_eq!(
+        opens.len(),
+        answered + 1,
+        "every answered open is audited (one of the other link)"
+    );
     assert_eq!(opens.last().unwrap().detail, format!("opens={answered}"));
     relay.finish().await;
 }

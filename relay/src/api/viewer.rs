@@ -165,14 +165,17 @@ async fn check_open_rate(
     tx: &mut AnyConnection,
     state: &AppState,
     address: &str,
+    message: MessageId,
     now: i64,
 ) -> ApiResult<()> {
     let limit = state.settings().limits.open_rate_per_minute;
-    let key = format!("open:{address}:{}", now / 60);
+    // Per address *and* link: whoever polls their own link behind a carrier's or a clinic's
+    // shared address throttles that link only, never the other patients' links behind it.
+    let key = format!("open:{address}:{message}:{}", now / 60);
     if throttle::grant(tx, &key, 1, limit, now).await? == 0 {
         return Err(AppError::TooMany {
             code: ErrorCode::RateLimited,
-            message: "too many links opened from this address; retry after the indicated time",
+            message: "this link was opened too often from this address; retry after the indicated time",
             retry_after: u64::try_from(60 - now.rem_euclid(60)).unwrap_or(60),
         });
     }
@@ -188,7 +191,7 @@ async fn check_open_rate(
         (status = 409, description = "`link_superseded`: the patient's enrollment was reset after this link was sent.", body = ErrorBody),
         (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
         (status = 422, description = "Malformed body (`invalid`).", body = ErrorBody),
-        (status = 429, description = "`rate_limited`, with `retry_after`: too many opens from this address.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `retry_after`: too many opens of this link from this address.", body = ErrorBody),
     ))]
 async fn open(
     State(state): State<AppState>,
@@ -200,7 +203,7 @@ async fn open(
     let address = client::throttle_key(&state, client::address(&state, peer, &headers));
     let mut tx = state.store().begin().await?;
     let message = resolve_link(&mut tx, &body.link, now).await?;
-    check_open_rate(&mut tx, &state, &address, now).await?;
+    check_open_rate(&mut tx, &state, &address, message.id, now).await?;
     let recipient = recipient_of(&mut tx, &message).await?;
     if let Err(superseded) = check_enrollment_epoch(&message, &recipient) {
         // Still counted against the address's rate: polling an old link is throttled too.
