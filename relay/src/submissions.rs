@@ -226,14 +226,8 @@ async fn check_all<'a>(
                 continue;
             }
             if let Some(existing) = messages::by_idempotency_key(tx, org, key).await? {
-                outcomes[index] = Some(if existing.id == header.message_id {
-                    Ok(Accepted::Replay(response(&existing, submission.now)))
-                } else {
-                    Err(AppError::Refused {
-                        code: ErrorCode::IdempotencyKeyReused,
-                        message: "this idempotency key was used for another message",
-                    })
-                });
+                let replayed = replay(&existing, header.message_id, submission.now);
+                outcomes[index] = Some(replayed.map(Accepted::Replay));
                 continue;
             }
         }
@@ -456,8 +450,24 @@ pub fn sms_body(organisation_name: &str, link: &str) -> String {
     format!("{name}: you have a secure message. Open {link}")
 }
 
+/// The answer to a submission whose idempotency key `existing` already holds: the original
+/// answer for a retry of the same message, `idempotency_key_reused` for another message.
+pub fn replay(
+    existing: &StoredMessage,
+    message: MessageId,
+    now: i64,
+) -> Result<SubmitResponse, AppError> {
+    if existing.id != message {
+        return Err(AppError::Refused {
+            code: ErrorCode::IdempotencyKeyReused,
+            message: "this idempotency key was used for another message",
+        });
+    }
+    Ok(response(existing, now))
+}
+
 /// The answer about a stored message.
-pub fn response(message: &StoredMessage, now: i64) -> SubmitResponse {
+fn response(message: &StoredMessage, now: i64) -> SubmitResponse {
     SubmitResponse {
         message_id: message.id,
         recipient_id: message.recipient_id,

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use relay::limits::Limits;
@@ -85,7 +85,7 @@ async fn crash_under_load(backend: Backend) {
     let acknowledged = load.stop(submitters).await;
     let store = Store::open(&relay.db.url()).await.unwrap();
     wait_for_empty_outbox(&store).await;
-    let status = process.terminate().await;
+    let status = process.terminate(Duration::from_secs(60)).await;
     assert!(status.success(), "relay exit: {status}\n{}", process.log());
     let elapsed = started.elapsed();
 

@@ -14,7 +14,7 @@ use relay::sms::twilio::{TwilioConfig, TwilioProvider};
 use relay::sms::{Accepted, OutgoingSms, SendFuture, SmsProvider};
 use relay::state::AppState;
 use relay::store::Backend;
-use relay::testkit::{TestRelay, wait_until};
+use relay::testkit::{RelayProcess, TestRelay, wait_until};
 use tokio::sync::watch;
 
 const PHONE: &str = "+15550001111";
@@ -412,39 +412,26 @@ async fn the_binary_exits_soon_after_sigterm_with_a_backlog(backend: Backend) {
     let clinic = relay.registered_organisation("Lakeside Health").await;
     relay.queue_sms(&clinic, PHONE, BACKLOG).await;
     let (url, stand_in) = twilio_stand_in(Duration::from_millis(50)).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
-        .arg("serve")
-        .env("RELAY_DATABASE_URL", relay.db.url())
-        .env("RELAY_DATA_KEY", &relay.data_key)
-        .env("RELAY_LISTEN", "127.0.0.1:0")
-        .env("RELAY_VIEWER_DIR", relay.viewer_dir())
-        .env("RELAY_SMS_PROVIDER", "twilio")
-        .env("RELAY_TWILIO_BASE_URL", url.as_str())
-        .env(
+    let settings = [
+        ("RELAY_SMS_PROVIDER", "twilio"),
+        ("RELAY_TWILIO_BASE_URL", url.as_str()),
+        (
             "RELAY_TWILIO_ACCOUNT_SID",
             "AC00000000000000000000000000000001",
-        )
-        .env("RELAY_TWILIO_AUTH_TOKEN", "test-auth-token")
-        .env("RELAY_TWILIO_FROM", "+15550009999")
-        .env("RELAY_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ),
+        ("RELAY_TWILIO_AUTH_TOKEN", "test-auth-token"),
+        ("RELAY_TWILIO_FROM", "+15550009999"),
+    ];
+    // The console outbox file is not used: the settings choose Twilio.
+    let unused = relay.dir.path().join("unused-console-outbox.jsonl");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_relay"));
+    let mut process = RelayProcess::start(binary, &relay, &unused, &settings).await;
     wait_until(Duration::from_secs(30), "the binary sending", || async {
         (stand_in.calls.total() >= 100).then_some(())
     })
     .await;
     let asked = Instant::now();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exit = wait_until(Duration::from_secs(15), "the relay to exit", || {
-        let exited = child.try_wait().unwrap();
-        async move { exited }
-    })
-    .await;
+    let exit = process.terminate(Duration::from_secs(15)).await;
     let took = asked.elapsed();
     assert!(exit.success(), "{exit}");
 

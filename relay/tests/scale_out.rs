@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use relay::limits::Limits;
 use relay::store::{Backend, Store};
@@ -85,7 +85,7 @@ async fn two_relays_on_one_postgres_under_submissions_and_unlocks() {
     let elapsed = started.elapsed();
     let mut relays = Arc::into_inner(relays).expect("the readers are done");
     for process in &mut relays {
-        let status = process.terminate().await;
+        let status = process.terminate(Duration::from_secs(60)).await;
         assert!(status.success(), "relay exit: {status}\n{}", process.log());
     }
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use relay::testkit::{wait_for, wait_until};
+use relay::testkit::{free_port, wait_for, wait_until};
 use serde_json::{Value, json};
 
 /// The phone viewport of the tests and screenshots.
@@ -79,14 +79,6 @@ impl WebDriverCompatibleCommand for DevTools {
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
         (http::Method::POST, Some(self.0.to_string()))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {

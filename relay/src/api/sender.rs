@@ -258,13 +258,7 @@ async fn submit(
         if let Some(existing) =
             messages::by_idempotency_key(&mut conn, sender.organisation.id, key).await?
         {
-            if existing.id != body.envelope.header.message_id {
-                return Err(AppError::Refused {
-                    code: ErrorCode::IdempotencyKeyReused,
-                    message: "this idempotency key was used for another message",
-                });
-            }
-            let original = submissions::response(&existing, now);
+            let original = submissions::replay(&existing, body.envelope.header.message_id, now)?;
             return Ok((StatusCode::OK, Json(original)).into_response());
         }
     }

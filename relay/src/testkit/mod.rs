@@ -27,7 +27,7 @@ pub use contract::Contract;
 pub use db::{POSTGRES_ADMIN_URL, TestDb};
 pub use fixtures::{Keys, content, header, keys, seal};
 pub use patient::{Patient, Unlocked};
-pub use process::{Endpoint, RelayProcess};
+pub use process::{Endpoint, RelayProcess, free_port};
 pub use proxy::DatabaseProxy;
 pub use server::{START, Sender, TestRelay, TestRelayBuilder};
 pub use wait::{wait_for, wait_until};

@@ -138,13 +138,14 @@ impl RelayProcess {
         }
     }
 
-    /// `SIGTERM`, as an orchestrator stops a relay; returns its exit status once it has gone.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+    /// `SIGTERM`, as an orchestrator stops a relay; returns its exit status once it has gone,
+    /// failing the test if that takes longer than `limit`.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the relay process is running");
         let pid = child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid}");
-        wait_until(START_LIMIT, "the relay process to exit", || {
+        wait_until(limit, "the relay process to exit", || {
             let exited = child.try_wait().unwrap();
             async move { exited }
         })
@@ -181,9 +182,10 @@ impl Drop for RelayProcess {
     }
 }
 
-/// A loopback port nothing listens on now. The relay binds it with `SO_REUSEADDR` (as tokio
-/// does), so a restart reuses it even while connections of the killed process linger.
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now, for a server the test starts next. The relay binds
+/// it with `SO_REUSEADDR` (as tokio does), so a restart reuses it even while connections of the
+/// killed process linger.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

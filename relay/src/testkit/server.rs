@@ -341,11 +341,7 @@ impl TestRelay {
 
     /// The SMS the console provider wrote, oldest first.
     pub fn sms(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.outbox_file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        super::load::console_lines(&self.outbox_file)
     }
 
     /// The link of the newest SMS already sent to `phone`, as texted (`<base>/m/#<token>`).
