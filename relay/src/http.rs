@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use shared::api::LongPoll;
 use shared::token::Token;
 
 use crate::error::AppError;
@@ -86,6 +87,30 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|axum::extract::Path(value)| Self(value))
             .map_err(|e: PathRejection| AppError::invalid("path", e.body_text()))
+    }
+}
+
+/// The wait a long-poll asks for (`?wait=SECONDS`, [`shared::api::LongPoll`]); more than
+/// [`LongPoll::MAX_WAIT_SECONDS`] is refused (`422 invalid`, field `wait`) rather than cut
+/// short, so that a client learns the limit instead of polling faster than it thinks.
+#[derive(Debug, Clone, Copy)]
+pub struct LongPollWait(pub std::time::Duration);
+
+impl<S: Send + Sync> FromRequestParts<S> for LongPollWait {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(query) =
+            axum::extract::Query::<LongPoll>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| AppError::invalid("query", e.body_text()))?;
+        if query.wait > LongPoll::MAX_WAIT_SECONDS {
+            return Err(AppError::invalid(
+                "wait",
+                format!("at most {} seconds", LongPoll::MAX_WAIT_SECONDS),
+            ));
+        }
+        Ok(Self(std::time::Duration::from_secs(u64::from(query.wait))))
     }
 }
 

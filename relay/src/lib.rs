@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -100,6 +101,16 @@ pub async fn run(
             stop.send_replace(true);
         }
     });
+    // Long-polls answer at once when the relay stops, so they do not hold up the drain.
+    let close_long_polls = tokio::spawn({
+        let state = state.clone();
+        let stopped = stopped.clone();
+        async move {
+            stopping(stopped).await;
+            state.changes().close();
+        }
+    });
+    let notices = tokio::spawn(changes::listen(state.clone(), stopped.clone()));
     let outbox = tokio::spawn(jobs::supervise(
         "outbox",
         state.clone(),
@@ -123,7 +134,7 @@ pub async fn run(
     // Serving can also end on its own (an error): the jobs stop then too.
     stop.send_replace(true);
     signal.abort();
-    let _ = tokio::join!(outbox, purge);
+    let _ = tokio::join!(outbox, purge, close_long_polls, notices);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

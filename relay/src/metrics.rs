@@ -58,8 +58,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with the outbox backlog gauge supplied by the caller.
-    pub fn render(&self, outbox_pending: i64) -> String {
+    /// The Prometheus text exposition, with the gauges supplied by the caller: the outbox
+    /// backlog and the long-polls waiting ([`crate::changes::Changes::waiting`]).
+    pub fn render(&self, outbox_pending: i64, long_polls_waiting: usize) -> String {
         let mut out = String::new();
         let counters = [
             (
@@ -128,6 +129,11 @@ impl Metrics {
             out,
             "# HELP securetext_sms_outbox_pending SMS waiting to be sent.\n\
              # TYPE securetext_sms_outbox_pending gauge\nsecuretext_sms_outbox_pending {outbox_pending}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP securetext_long_polls_waiting Requests holding their answer until a change.\n\
+             # TYPE securetext_long_polls_waiting gauge\nsecuretext_long_polls_waiting {long_polls_waiting}"
         );
         out
     }

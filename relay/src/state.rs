@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use shared::at_rest::DataKey;
 use tokio::sync::Notify;
 
+use crate::changes::Changes;
 use crate::config::Secret;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -67,6 +68,7 @@ pub(crate) struct Inner {
     settings: Settings,
     sms: Arc<dyn SmsProvider>,
     outbox_wake: Notify,
+    changes: Changes,
     metrics: Metrics,
     clock: Clock,
 }
@@ -89,6 +91,7 @@ impl AppState {
                 settings,
                 sms,
                 outbox_wake: Notify::new(),
+                changes: Changes::default(),
                 metrics: Metrics::default(),
                 clock,
             }),
@@ -133,6 +136,11 @@ impl AppState {
     /// Waits until [`Self::wake_outbox`] is called.
     pub async fn outbox_woken(&self) {
         self.inner.outbox_wake.notified().await;
+    }
+
+    /// The long-polls' waiters ([`crate::changes`]).
+    pub fn changes(&self) -> &Changes {
+        &self.inner.changes
     }
 
     /// Counters for `/metrics`.

@@ -3,9 +3,12 @@
 //!
 //! Each pass lists the relay's pending re-wraps and, for each, checks it against local records,
 //! applies the pin rule, re-wraps with the organisation's private key and uploads the wrap.
-//! [`Agent::run`] repeats passes every poll interval (1 s by default, so a patient waits at
-//! most about a second after enrolling), backs off exponentially while the relay is down, and
-//! stops when its shutdown future completes.
+//! [`Agent::run`] repeats passes as long-polls: each asks the relay to hold its answer until a
+//! patient enrolls (`GET /v1/rewraps?wait=20`), so the re-wrap follows an enrollment within a
+//! round trip instead of a poll interval. It backs off exponentially while the relay is down,
+//! never asks again sooner than the poll interval after a pass that found nothing (a relay that
+//! does not hold answers is polled, not hammered), and stops when its shutdown future
+//! completes.
 //!
 //! # Invariants
 //! (THREAT_MODEL.md, sections 6.2 and 6.3)
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use serde::Serialize;
+use shared::api::LongPoll;
 use shared::envelope::Wrap;
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::keys::Fingerprint;
@@ -192,7 +196,10 @@ pub enum AgentNotice<'a> {
 /// Timing of [`Agent::run`].
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
-    /// Wait between passes.
+    /// How long each pass asks the relay to wait for an enrollment (0: plain polling).
+    pub wait: Duration,
+    /// Least time between the starts of two passes when the first found nothing; the base of
+    /// the back-off.
     pub poll: Duration,
     /// Longest back-off while the relay is down.
     pub max_backoff: Duration,
@@ -203,6 +210,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
+            wait: Duration::from_secs(u64::from(LongPoll::MAX_WAIT_SECONDS)),
             poll: Duration::from_millis(1_000),
             max_backoff: Duration::from_secs(60),
             remind_every: Duration::from_secs(600),
@@ -245,11 +253,19 @@ impl Agent {
     /// relay cannot be reached or fails, or a local state file cannot be used; a refusal that
     /// concerns one message only becomes an event.
     pub async fn run_once(&self) -> Result<Vec<AgentEvent>, Error> {
+        self.pass(Duration::ZERO).await.map(|(events, _)| events)
+    }
+
+    /// A pass that first waits up to `wait` for something to re-wrap; also says whether there
+    /// was anything.
+    async fn pass(&self, wait: Duration) -> Result<(Vec<AgentEvent>, bool), Error> {
         let mut events = Vec::new();
-        for item in self.client.pending_rewraps().await? {
+        let pending = self.client.wait_for_rewraps(wait).await?;
+        let found = !pending.is_empty();
+        for item in pending {
             self.process(&item, &mut events).await?;
         }
-        Ok(events)
+        Ok((events, found))
     }
 
     /// Runs passes until `shutdown` completes, reporting through `report`. Shutdown is
@@ -266,12 +282,13 @@ impl Agent {
         let mut failures: u32 = 0;
         let mut reported: HashMap<String, Instant> = HashMap::new();
         loop {
+            let started = Instant::now();
             let pass = tokio::select! {
                 () = &mut shutdown => return,
-                pass = self.run_once() => pass,
+                pass = self.pass(options.wait) => pass,
             };
             let wait = match pass {
-                Ok(events) => {
+                Ok((events, found)) => {
                     if failures > 0 {
                         report(AgentNotice::Recovered);
                     }
@@ -293,7 +310,11 @@ impl Agent {
                     }
                     // Conditions that resolved are forgotten, so a recurrence is reported anew.
                     reported = standing;
-                    options.poll
+                    if found {
+                        Duration::ZERO
+                    } else {
+                        options.poll.saturating_sub(started.elapsed())
+                    }
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);

@@ -19,7 +19,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
-    LookupRequest, OrganisationView, PendingRewraps, RegisterKeyRequest, RevokeResponse,
+    LongPoll, LookupRequest, OrganisationView, PendingRewraps, RegisterKeyRequest, RevokeResponse,
     SubmitRequest, UploadWrapRequest, UploadWrapResponse,
 };
 use shared::audit::AuditEvent;
@@ -101,6 +101,9 @@ pub struct Client {
     api_key: ApiKey,
     retry: RetryPolicy,
 }
+
+/// What a long-poll leaves of the request timeout for the answer itself to arrive.
+const LONG_POLL_HEADROOM: Duration = Duration::from_secs(5);
 
 /// Page size of audit exports.
 const AUDIT_PAGE: usize = 1_000;
@@ -227,7 +230,20 @@ impl Client {
     /// Messages waiting for a recipient wrap. Each item's fingerprint is checked against its
     /// public key; an inconsistent list is refused as a whole.
     pub async fn pending_rewraps(&self) -> Result<Vec<PendingRewrap>, Error> {
-        let list: PendingRewraps = self.json(Method::GET, "/v1/rewraps", None).await?;
+        self.wait_for_rewraps(Duration::ZERO).await
+    }
+
+    /// [`Self::pending_rewraps`] as a long-poll: when nothing is pending, the relay holds the
+    /// answer until a patient enrolls or `wait` passes (whole seconds, at most
+    /// [`LongPoll::MAX_WAIT_SECONDS`], and kept shorter than this client's request timeout).
+    pub async fn wait_for_rewraps(&self, wait: Duration) -> Result<Vec<PendingRewrap>, Error> {
+        let headroom = self
+            .retry
+            .request_timeout
+            .saturating_sub(LONG_POLL_HEADROOM);
+        let seconds = u32::try_from(wait.min(headroom).as_secs()).unwrap_or(u32::MAX);
+        let path = format!("/v1/rewraps?{}", LongPoll::query(seconds));
+        let list: PendingRewraps = self.json(Method::GET, &path, None).await?;
         for item in &list.pending {
             if item.recipient_public_key.fingerprint() != item.recipient_fingerprint {
                 return Err(Error::BadResponse(format!(

@@ -20,6 +20,7 @@ use sender::setup::{InitRequest, new_passphrase, unseal_key};
 use sender::state::{StateDir, unix_now, write_private};
 use sender::{Error, ExitCode};
 use serde_json::json;
+use shared::api::LongPoll;
 use shared::envelope::Content;
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password};
@@ -130,7 +131,12 @@ struct AgentArgs {
     /// Also re-wrap messages not sent from this host (unknown to its journal).
     #[arg(long)]
     accept_unrecorded: bool,
-    /// Milliseconds between polls of the relay.
+    /// Seconds each request asks the relay to wait for an enrollment before answering that
+    /// there is nothing to do (a long-poll; 0 polls instead).
+    #[arg(long, default_value_t = LongPoll::MAX_WAIT_SECONDS,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(LongPoll::MAX_WAIT_SECONDS)))]
+    wait_seconds: u32,
+    /// Least milliseconds between two requests that found nothing (the back-off starts here).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     poll_ms: u64,
 }
@@ -447,10 +453,14 @@ async fn agent(
     };
     let agent = Agent::new(client, config.organisation_id, key, &state, policy);
     output.progress(&format!(
-        "Agent running for organisation {} against {} (poll every {} ms{}). Ctrl-C to stop.",
+        "Agent running for organisation {} against {} ({}{}). Ctrl-C to stop.",
         config.organisation_id,
         config.relay_url,
-        args.poll_ms,
+        if args.wait_seconds > 0 {
+            format!("waiting up to {} s for each enrollment", args.wait_seconds)
+        } else {
+            format!("polling every {} ms", args.poll_ms)
+        },
         if args.auto_approve_key_changes {
             "; changed keys are approved AUTOMATICALLY"
         } else {
@@ -458,6 +468,7 @@ async fn agent(
         }
     ));
     let options = RunOptions {
+        wait: Duration::from_secs(u64::from(args.wait_seconds)),
         poll: Duration::from_millis(args.poll_ms),
         ..RunOptions::default()
     };

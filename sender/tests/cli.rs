@@ -256,6 +256,7 @@ async fn agent_backs_off_while_relay_is_down() {
                     poll: Duration::from_millis(20),
                     max_backoff: Duration::from_millis(80),
                     remind_every: Duration::from_secs(60),
+                    ..RunOptions::default()
                 },
                 async move {
                     let _ = stopped.await;

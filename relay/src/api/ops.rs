@@ -62,7 +62,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> 
     let pending = outbox::pending_count(&mut conn).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(pending),
+        state.metrics().render(pending, state.changes().waiting()),
     ))
 }
 

@@ -10,25 +10,27 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shared::api::{
-    AuditQuery, ErrorBody, ErrorCode, LookupRequest, OrganisationView, PendingRewrap,
+    AuditQuery, ErrorBody, ErrorCode, LongPoll, LookupRequest, OrganisationView, PendingRewrap,
     PendingRewraps, RecipientView, RegisterKeyRequest, RevokeResponse, StatusView, SubmitRequest,
     SubmitResponse, UploadWrapRequest, UploadWrapResponse,
 };
 use shared::audit::AuditKind;
 use shared::envelope::{Direction, Envelope, WrapRole};
-use shared::ids::MessageId;
+use shared::ids::{MessageId, OrganisationId};
 use shared::keys::PublicKey;
 use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::changes::{Look, Topic};
 use crate::error::{ApiResult, AppError};
-use crate::http::{ApiJson, ApiPath};
+use crate::http::{ApiJson, ApiPath, LongPollWait};
 use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::messages::{self, MessageStatus, StoredMessage};
+use crate::store::notices;
 use crate::store::orgs::{self, Organisation};
 use crate::store::recipients;
 use crate::submissions::{self, Accepted, Submission};
@@ -373,19 +375,42 @@ async fn revoke(
 }
 
 /// The organisation's live messages whose patient enrolled under a key they are not yet wrapped
-/// to (first contact, re-enrollment), for its agent to re-wrap.
+/// to (first contact, re-enrollment), for its agent to re-wrap. With `wait`, a long-poll: when
+/// nothing is pending, the answer waits for the next enrollment (see [`crate::changes`]).
 #[utoipa::path(get, path = "/v1/rewraps", tag = "sender", security(("api_key" = [])),
+    params(LongPoll),
     responses(
-        (status = 200, description = "Messages waiting for a re-wrap, oldest first.", body = PendingRewraps),
+        (status = 200, description = "Messages waiting for a re-wrap, oldest first (empty when `wait` passed without one).", body = PendingRewraps),
         (status = 401, description = "Bad API key.", body = ErrorBody),
+        (status = 422, description = "A bad query (`invalid`).", body = ErrorBody),
     ))]
 async fn pending_rewraps(
     State(state): State<AppState>,
     sender: Sender,
+    LongPollWait(wait): LongPollWait,
 ) -> ApiResult<Json<PendingRewraps>> {
+    let organisation = sender.organisation.id;
+    let pending = state
+        .changes()
+        .wait(Topic::Rewraps(organisation), wait, || async {
+            let pending = list_rewraps(&state, organisation).await?;
+            Ok::<_, AppError>(if pending.is_empty() {
+                Look::Nothing(pending)
+            } else {
+                Look::Ready(pending)
+            })
+        })
+        .await?;
+    Ok(Json(PendingRewraps { pending }))
+}
+
+async fn list_rewraps(
+    state: &AppState,
+    organisation: OrganisationId,
+) -> ApiResult<Vec<PendingRewrap>> {
     let mut conn = state.store().conn().await?;
-    let pending = messages::pending_rewraps(&mut conn, sender.organisation.id, state.now()).await?;
-    let pending = pending
+    let pending = messages::pending_rewraps(&mut conn, organisation, state.now()).await?;
+    Ok(pending
         .into_iter()
         .filter_map(|p| {
             Some(PendingRewrap {
@@ -396,8 +421,7 @@ async fn pending_rewraps(
                 envelope: p.message.envelope?,
             })
         })
-        .collect();
-    Ok(Json(PendingRewraps { pending }))
+        .collect())
 }
 
 /// Stores the content key re-wrapped to the patient's current key.
@@ -457,7 +481,10 @@ async fn upload_wrap(
     )
     .with_detail(&detail);
     audit::append(&mut tx, record, now).await?;
+    let rewrapped = Topic::Wraps(message.recipient_id);
+    notices::announce(&mut tx, &rewrapped).await?;
     tx.commit().await?;
+    state.changes().wake(&rewrapped);
     Ok(Json(UploadWrapResponse {
         message_id: id,
         recipient_fingerprint: current,

@@ -17,8 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::OsRng;
 use shared::api::{
-    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    PatientState, SessionResponse, UnlockRequest, UnreadableRequest, VIEWER_REQUEST_HEADER,
+    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList, MessageView,
+    OpenResponse, PatientState, SessionResponse, UnlockRequest, UnreadableRequest,
+    VIEWER_REQUEST_HEADER,
 };
 use shared::audit::AuditKind;
 use shared::bundle::KeyBundle;
@@ -30,8 +31,9 @@ use sqlx::AnyConnection;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::changes::{Look, Topic};
 use crate::error::{ApiResult, AppError};
-use crate::http::{ApiJson, ApiPath, cookie_tokens, no_content};
+use crate::http::{ApiJson, ApiPath, LongPollWait, cookie_tokens, no_content};
 use crate::limits::seconds;
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
@@ -39,7 +41,7 @@ use crate::store::messages::{self, MessageStatus, StoredMessage};
 use crate::store::recipients::{self, NewEnrollment, Recipient};
 use crate::store::sessions::{self, NewSession};
 use crate::store::throttle::Counter;
-use crate::store::{devices, orgs, throttle};
+use crate::store::{devices, notices, orgs, throttle};
 
 use super::{client, device};
 
@@ -301,7 +303,19 @@ async fn enroll(
     )
     .with_detail(&detail);
     audit::append(&mut tx, record, now).await?;
+    // Every organisation with a message for the patient may now have a re-wrap to do.
+    let rewraps: Vec<Topic> = messages::organisations_of_recipient(&mut tx, recipient.id)
+        .await?
+        .into_iter()
+        .map(Topic::Rewraps)
+        .collect();
+    for topic in &rewraps {
+        notices::announce(&mut tx, topic).await?;
+    }
     tx.commit().await?;
+    for topic in &rewraps {
+        state.changes().wake(topic);
+    }
     tracing::info!(recipient = %message.recipient_id, %fingerprint, "patient enrolled");
     Ok(StatusCode::CREATED)
 }
@@ -663,23 +677,48 @@ async fn sealed_key(
 }
 
 /// The patient's live messages, newest first; envelopes only once wrapped to the current key.
+/// With `wait`, a long-poll: while a message still awaits its re-wrap, the answer waits for the
+/// next re-wrap of this patient's messages (see [`crate::changes`]).
 #[utoipa::path(get, path = "/v1/viewer/messages", tag = "viewer", security(("session" = [])),
+    params(LongPoll),
     responses(
         (status = 200, description = "The live messages.", body = MessageList),
         (status = 401, description = "No live session.", body = ErrorBody),
+        (status = 422, description = "A bad query (`invalid`).", body = ErrorBody),
     ))]
 async fn live_messages(
     State(state): State<AppState>,
     session: ViewerSession,
+    LongPollWait(wait): LongPollWait,
 ) -> ApiResult<Json<MessageList>> {
+    let messages = state
+        .changes()
+        .wait(Topic::Wraps(session.recipient_id), wait, || async {
+            let messages = list_messages(&state, &session).await?;
+            Ok::<_, AppError>(if messages.iter().any(|m| m.awaiting_key) {
+                Look::Nothing(messages)
+            } else {
+                Look::Ready(messages)
+            })
+        })
+        .await?;
+    Ok(Json(MessageList { messages }))
+}
+
+async fn list_messages(state: &AppState, session: &ViewerSession) -> ApiResult<Vec<MessageView>> {
     let now = state.now();
+    let recipient = session.recipient_id;
     let mut tx = state.store().begin().await?;
-    let current = recipients::get(&mut tx, session.recipient_id)
+    // A long-poll looks again after waiting: the session may have ended meanwhile.
+    if !sessions::is_live(&mut tx, session.id, now).await? {
+        return Err(AppError::Unauthorized("no live session; unlock again"));
+    }
+    let current = recipients::get(&mut tx, recipient)
         .await?
         .and_then(|r| r.enrollment)
         .map(|e| e.public_key.fingerprint());
     let mut views = Vec::new();
-    for message in messages::live_for_recipient(&mut tx, session.recipient_id, now).await? {
+    for message in messages::live_for_recipient(&mut tx, recipient, now).await? {
         let wrapped = current.is_some() && message.recipient_wrap == current;
         views.push(MessageView {
             message_id: message.id,
@@ -692,7 +731,7 @@ async fn live_messages(
         });
     }
     tx.commit().await?;
-    Ok(Json(MessageList { messages: views }))
+    Ok(views)
 }
 
 /// Records that the patient saw a message (first time only).

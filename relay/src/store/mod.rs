@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod devices;
 pub mod messages;
+pub mod notices;
 pub mod orgs;
 pub mod outbox;
 pub mod recipients;
@@ -117,11 +118,23 @@ impl StoreError {
 /// A store result.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A database URL, which may hold a password: never printed.
+#[derive(Clone)]
+struct ConnectUrl(Arc<str>);
+
+impl std::fmt::Debug for ConnectUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectUrl(..)")
+    }
+}
+
 /// The relay's database.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL's connection URL, for the change-notice listener's own connection.
+    postgres_url: Option<ConnectUrl>,
     /// Set while deleted row keys may still be in the database files (a scrub that failed or
     /// could not be sure), so that the next purge run scrubs even if it deletes nothing.
     scrub_pending: Arc<AtomicBool>,
@@ -170,6 +183,7 @@ impl Store {
         Ok(Self {
             pool,
             backend,
+            postgres_url: (backend == Backend::Postgres).then(|| ConnectUrl(url.into())),
             scrub_pending: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -253,6 +267,11 @@ impl Store {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The PostgreSQL URL this store connected with (`None` on SQLite).
+    fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_ref().map(|url| &*url.0)
     }
 
     /// Scrubs the database files of deleted row keys ([`row_keys::scrub`]) if `deleted` keys

@@ -104,6 +104,20 @@ pub async fn live_by_token(
     .transpose()
 }
 
+/// Whether session `id` is still live (not ended, not expired): a long-poll asks again before
+/// it answers, because the session may have ended while it waited.
+pub async fn is_live(conn: &mut AnyConnection, id: SessionId, now: i64) -> StoreResult<bool> {
+    let row = sqlx::query(
+        "SELECT 1 FROM sessions WHERE id = $1 AND ended_at IS NULL AND relay_half IS NOT NULL \
+         AND expires_at > $2",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Records activity on a session (pushes back the idle timeout).
 pub async fn touch(conn: &mut AnyConnection, id: SessionId, now: i64) -> StoreResult<()> {
     sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")

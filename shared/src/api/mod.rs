@@ -205,6 +205,32 @@ pub struct PendingRewrap {
     pub envelope: Envelope,
 }
 
+/// The query of the two long-polls, `GET /v1/rewraps` (the agent waits for an enrollment) and
+/// `GET /v1/viewer/messages` (the viewer waits for a re-wrap): with `wait` above 0, a relay
+/// that has nothing to report yet holds the answer until it has (or `wait` seconds pass, or the
+/// relay shuts down), so that the first plaintext follows an enrollment without a polling delay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct LongPoll {
+    /// Seconds to wait for something to report (0, the default: answer at once; at most
+    /// [`LongPoll::MAX_WAIT_SECONDS`]).
+    #[serde(default)]
+    pub wait: u32,
+}
+
+impl LongPoll {
+    /// Longest wait a relay holds an answer for: well inside the relay's 30-second request
+    /// deadline and the idle timeouts of common proxies (60 s).
+    pub const MAX_WAIT_SECONDS: u32 = 20;
+
+    /// The query string of a wait of `seconds` (clamped to the maximum), for clients.
+    pub fn query(seconds: u32) -> String {
+        format!("wait={}", seconds.min(Self::MAX_WAIT_SECONDS))
+    }
+}
+
 /// `GET /v1/rewraps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
