@@ -7,8 +7,9 @@ use gloo_net::http::{Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
-    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, MessageList, MessageView, OpenResponse,
-    SessionResponse, UnlockRequest, UnreadableReason, UnreadableRequest, VIEWER_REQUEST_HEADER,
+    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList, MessageView,
+    OpenResponse, SessionResponse, UnlockRequest, UnreadableReason, UnreadableRequest,
+    VIEWER_REQUEST_HEADER,
 };
 use shared::bundle::KeyBundle;
 use shared::ids::MessageId;
@@ -128,9 +129,15 @@ pub async fn key_bundle() -> Result<KeyBundle, ApiError> {
     decode(get("/v1/viewer/key").await?).await
 }
 
-/// The patient's live messages.
-pub async fn messages() -> Result<Vec<MessageView>, ApiError> {
-    decode::<MessageList>(get("/v1/viewer/messages").await?)
+/// The patient's live messages; with `wait_seconds` above 0, the relay holds its answer while a
+/// message still awaits its re-wrap, until the re-wrap lands or the time passes (a long-poll).
+pub async fn messages(wait_seconds: u32) -> Result<Vec<MessageView>, ApiError> {
+    let path = if wait_seconds == 0 {
+        "/v1/viewer/messages".to_owned()
+    } else {
+        format!("/v1/viewer/messages?{}", LongPoll::query(wait_seconds))
+    };
+    decode::<MessageList>(get(&path).await?)
         .await
         .map(|list| list.messages)
 }

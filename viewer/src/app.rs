@@ -27,6 +27,11 @@ use crate::strength::{Estimator, MIN_PASSWORD_CHARS, Strength, page_words};
 /// messages awaiting the sender's re-wrap have arrived.
 const POLL: Duration = Duration::from_secs(3);
 
+/// While a message awaits the sender's re-wrap, each refresh is a long-poll of this many
+/// seconds, started as soon as the previous one answers: the relay answers the moment the
+/// re-wrap lands, and a session ended meanwhile is still noticed within [`POLL`].
+const REWRAP_WAIT_SECONDS: u32 = 3;
+
 /// What the page shows.
 #[derive(Debug, Clone, PartialEq)]
 enum Screen {
@@ -131,6 +136,8 @@ pub fn App() -> impl IntoView {
     let waiting = RwSignal::new(0usize);
     let fingerprint: RwSignal<Option<String>> = RwSignal::new(None);
     let last_activity = StoredValue::new(now_seconds());
+    // Bumped by a refresh that found messages awaiting their re-wrap: starts the next long-poll.
+    let await_rewrap = RwSignal::new(0u64);
 
     Effect::new(move |_| {
         if let Some(root) = web_sys::window()
@@ -168,7 +175,7 @@ pub fn App() -> impl IntoView {
     // answer cannot make two refreshes open the same new envelope; what is new is opened, the
     // rest comes from the inbox. Results that arrive after a lock (or for an earlier session)
     // are dropped, and so are their reports' answers.
-    let refresh = move || {
+    let refresh = move |wait_seconds: u32| {
         let Some(current) = unlocked.get_value() else {
             return;
         };
@@ -186,7 +193,7 @@ pub fn App() -> impl IntoView {
             };
             // Opening is asynchronous (WebCrypto): the flag stays set until what is new has
             // been opened and filed, so no other refresh opens the same envelope meanwhile.
-            let listed = match flow::messages().await {
+            let listed = match flow::messages(wait_seconds).await {
                 Ok(items) if is_current() => {
                     let now = now_seconds();
                     let wanted = inbox.with_value(|inbox| inbox.unopened(&items, now));
@@ -219,6 +226,9 @@ pub fn App() -> impl IntoView {
                     }
                     let entries = refreshed.entries;
                     waiting.set(refreshed.waiting);
+                    if refreshed.waiting > 0 {
+                        await_rewrap.update(|n| *n += 1);
+                    }
                     if entries.is_empty() && refreshed.waiting > 0 {
                         screen.set(Screen::Preparing);
                         return;
@@ -257,8 +267,13 @@ pub fn App() -> impl IntoView {
         unlocked.set_value(Some(Arc::new(result)));
         last_activity.set_value(now_seconds());
         screen.set(Screen::Working(Key::StepDecrypting));
-        refresh();
+        refresh(0);
     };
+    Effect::new(move |_| {
+        if await_rewrap.get() > 0 {
+            refresh(REWRAP_WAIT_SECONDS);
+        }
+    });
 
     // Start: unsupported browser, fresh link, or re-open within a live session.
     spawn_local(async move {
@@ -309,7 +324,7 @@ pub fn App() -> impl IntoView {
             if idle >= i64::try_from(idle_limit).unwrap_or(300) {
                 lock(Some(Key::IdleLocked));
             } else {
-                refresh();
+                refresh(0);
             }
         },
         POLL,

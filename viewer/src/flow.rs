@@ -428,8 +428,8 @@ pub async fn resume() -> Option<Unlocked> {
 }
 
 /// The patient's live messages, as the relay lists them.
-pub async fn messages() -> Result<Vec<MessageView>, FlowError> {
-    Ok(api::messages().await?)
+pub async fn messages(wait_seconds: u32) -> Result<Vec<MessageView>, FlowError> {
+    Ok(api::messages(wait_seconds).await?)
 }
 
 /// Opens the envelopes of the messages `wanted` (from [`Inbox::unopened`]) in `items`, each
