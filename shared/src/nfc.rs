@@ -44,11 +44,9 @@ pub(crate) fn nfc(text: &str) -> Zeroizing<String> {
         let (class, c) = chars[i];
         if let Some(s) = starter {
             let unblocked = kept == s + 1 || chars[kept - 1].0 < class;
-            if unblocked {
-                if let Some(composed) = compose(chars[s].1, c) {
-                    chars[s].1 = composed;
-                    continue;
-                }
+            if unblocked && let Some(composed) = compose(chars[s].1, c) {
+                chars[s].1 = composed;
+                continue;
             }
         }
         if class == 0 {
