@@ -44,8 +44,10 @@
 use std::fmt;
 
 use rand_core::CryptoRngCore;
+#[cfg(feature = "rsa")]
 use rsa::Oaep;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "rsa")]
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -337,13 +339,14 @@ impl ContentKey {
         self.0.ct_eq(other.0.expose())
     }
 
+    #[cfg(feature = "rsa")]
     fn wrap(
         &self,
         to: &PublicKey,
         header: &Header,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<u8>, Error> {
-        to.rsa()
+        to.rsa()?
             .encrypt(
                 rng,
                 Oaep::new_with_label::<Sha256, _>(header.wrap_label()),
@@ -449,6 +452,7 @@ impl Envelope {
     /// Seals `content` under a fresh content key, wrapped to the organisation and, when the
     /// patient is enrolled, to the patient. `recipient` must be given exactly when the header
     /// names a recipient; a header without one makes a first-contact envelope.
+    #[cfg(feature = "rsa")]
     pub fn seal(
         header: Header,
         content: &Content,
@@ -471,6 +475,7 @@ impl Envelope {
 
     /// Sealing with a given content key and nonce, for test vectors; production code uses
     /// [`Self::seal`], which draws both fresh.
+    #[cfg(feature = "rsa")]
     #[doc(hidden)]
     pub fn seal_with(
         header: Header,
@@ -652,6 +657,7 @@ impl Envelope {
     /// Re-wrap for first contact or re-enrollment: the organisation unwraps its own wrap,
     /// checks that the content key really opens this ciphertext (so it never vouches for
     /// substituted bytes), and wraps the key to the recipient's public key.
+    #[cfg(feature = "rsa")]
     pub fn rewrap(
         &self,
         organisation: &impl WrapKey,

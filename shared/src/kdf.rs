@@ -32,11 +32,11 @@ use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::encoding::{b64u_decode_array, b64u_encode};
+use crate::nfc::nfc;
 use crate::secret::SecretBytes;
 
 /// HKDF-Extract salt that domain-separates password keys from every other derivation.
@@ -229,7 +229,7 @@ impl Password {
         if typed.is_empty() {
             return Err(Error::malformed("password", "empty"));
         }
-        Ok(Self(Zeroizing::new(typed.nfc().collect())))
+        Ok(Self(nfc(typed)))
     }
 
     fn as_bytes(&self) -> &[u8] {

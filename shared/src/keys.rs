@@ -16,14 +16,23 @@
 //!   The viewer decrypts with a non-extractable WebCrypto key and the sender's agent with
 //!   AWS-LC, both constant-time; [`PrivateKey`]'s own implementation uses the `rsa` crate, which
 //!   is not (RUSTSEC-2023-0071), and serves tests and vector checks only.
-//! - [`PrivateKey`] zeroizes on drop (the `rsa` crate wipes its limbs), prints redacted, is not
-//!   `Clone`, and exports only as a wiped PKCS#8 buffer.
+//! - [`PrivateKey`] zeroizes on drop (its PKCS#8 buffer, and the `rsa` crate wipes its limbs),
+//!   prints redacted, is not `Clone`, and exports only as a wiped PKCS#8 buffer.
+//! - Parsing is structural (DER, algorithm, exponent, modulus size, canonical encoding) and the
+//!   same in every build; the `rsa` feature (default; off in the viewer) adds the arithmetic
+//!   check of private keys and the RSA operations themselves (see [`PrivateKey`]).
 
 use std::fmt;
 
+use pkcs1::UintRef;
+use pkcs8::der::asn1::{AnyRef, BitStringRef};
+use pkcs8::der::{Decode, Encode};
+use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+#[cfg(feature = "rsa")]
 use rand_core::CryptoRngCore;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use rsa::traits::PublicKeyParts;
+#[cfg(feature = "rsa")]
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+#[cfg(feature = "rsa")]
 use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -103,24 +112,32 @@ impl<'de> Deserialize<'de> for Fingerprint {
 }
 
 /// An RSA public key that meets the protocol's requirements.
+///
+/// Parsed and checked from its DER structure alone (no big-number arithmetic), the same way
+/// with and without the `rsa` feature.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    key: RsaPublicKey,
     spki: Vec<u8>,
+    bits: usize,
 }
 
 impl PublicKey {
     /// Parses and checks an SPKI DER public key.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
-        let key = RsaPublicKey::from_public_key_der(der)
-            .map_err(|_| Error::InvalidKey("not an RSA SubjectPublicKeyInfo"))?;
-        check_public(&key)?;
+        const NOT_SPKI: Error = Error::InvalidKey("not an RSA SubjectPublicKeyInfo");
+        let spki = SubjectPublicKeyInfoRef::from_der(der).map_err(|_| NOT_SPKI)?;
+        check_algorithm(&spki.algorithm).map_err(|_| NOT_SPKI)?;
+        let rsa =
+            pkcs1::RsaPublicKey::from_der(spki.subject_public_key.as_bytes().ok_or(NOT_SPKI)?)
+                .map_err(|_| NOT_SPKI)?;
+        let bits = rsa_rules(rsa.modulus, rsa.public_exponent).ok_or(NOT_SPKI)?;
+        check_public(bits, rsa.public_exponent)?;
         // Re-encode so that the fingerprint is over the canonical DER, not a lenient variant.
-        let spki = encode_spki(&key)?;
+        let spki = encode_spki(rsa.modulus, rsa.public_exponent)?;
         if spki != der {
             return Err(Error::InvalidKey("public key DER is not canonical"));
         }
-        Ok(Self { key, spki })
+        Ok(Self { spki, bits })
     }
 
     /// The SPKI DER bytes.
@@ -135,11 +152,14 @@ impl PublicKey {
 
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
-        self.key.n().bits()
+        self.bits
     }
 
-    pub(crate) fn rsa(&self) -> &RsaPublicKey {
-        &self.key
+    /// The key for the `rsa` crate's OAEP encryption (wrapping content keys).
+    #[cfg(feature = "rsa")]
+    pub(crate) fn rsa(&self) -> Result<RsaPublicKey, Error> {
+        RsaPublicKey::from_public_key_der(&self.spki)
+            .map_err(|_| Error::InvalidKey("not an RSA SubjectPublicKeyInfo"))
     }
 }
 
@@ -180,7 +200,17 @@ pub trait WrapKey {
 /// An RSA private key (a recipient's or an organisation's), parsed and checked. The viewer and
 /// the sender hold one only to seal it (bundle, session blob, key file) and to hand its PKCS#8
 /// to a constant-time backend; its own [`WrapKey`] implementation is for tests.
+///
+/// Every build checks the structure: two-prime PKCS#8 `rsaEncryption` in canonical DER whose
+/// public half meets [`PublicKey`]'s rules. With the `rsa` feature (the default) parsing also
+/// checks the arithmetic (the `rsa` crate's `validate`: `n = p·q`, `d·e ≡ 1`, and that the CRT
+/// values are the ones `p`, `q` and `d` give). The viewer builds without it: its keys come from
+/// WebCrypto's `generateKey` or from its own AEAD-sealed bundle or session blob, and the
+/// browser checks the key again when it imports it for decryption.
 pub struct PrivateKey {
+    /// The canonical PKCS#8 DER encoding.
+    der: Zeroizing<Vec<u8>>,
+    #[cfg(feature = "rsa")]
     key: RsaPrivateKey,
     public: PublicKey,
 }
@@ -188,44 +218,46 @@ pub struct PrivateKey {
 impl PrivateKey {
     /// Generates a fresh [`RSA_BITS`]-bit key pair. Takes a few hundred milliseconds natively
     /// and several seconds in a phone browser.
+    #[cfg(feature = "rsa")]
     pub fn generate(rng: &mut impl CryptoRngCore) -> Result<Self, Error> {
         let key = RsaPrivateKey::new_with_exp(rng, RSA_BITS, &BigUint::from(PUBLIC_EXPONENT))
             .map_err(|_| Error::KeyGeneration)?;
-        Self::from_rsa(key)
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|_| Error::InvalidKey("cannot encode private key"))?;
+        Self::from_pkcs8_der(der.as_bytes())
     }
 
     /// Parses and checks a PKCS#8 DER private key (for example one made by WebCrypto).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
-        let key = RsaPrivateKey::from_pkcs8_der(der)
-            .map_err(|_| Error::InvalidKey("not an RSA PKCS#8 private key"))?;
-        Self::from_rsa(key)
-    }
-
-    fn from_rsa(mut key: RsaPrivateKey) -> Result<Self, Error> {
-        key.validate()
-            .map_err(|_| Error::InvalidKey("inconsistent RSA private key"))?;
-        key.precompute()
-            .map_err(|_| Error::InvalidKey("inconsistent RSA private key"))?;
-        let public_rsa = key.to_public_key();
-        check_public(&public_rsa)?;
-        let spki = encode_spki(&public_rsa)?;
+        const NOT_PKCS8: Error = Error::InvalidKey("not an RSA PKCS#8 private key");
+        let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|_| NOT_PKCS8)?;
+        check_algorithm(&info.algorithm).map_err(|_| NOT_PKCS8)?;
+        let rsa = pkcs1::RsaPrivateKey::from_der(info.private_key).map_err(|_| NOT_PKCS8)?;
+        if rsa.version() != pkcs1::Version::TwoPrime {
+            return Err(NOT_PKCS8);
+        }
+        let bits = rsa_rules(rsa.modulus, rsa.public_exponent).ok_or(NOT_PKCS8)?;
+        let canonical = encode_pkcs8(&rsa)?;
+        #[cfg(feature = "rsa")]
+        let key = checked_arithmetic(der, &canonical)?;
+        check_public(bits, rsa.public_exponent)?;
+        let public = PublicKey {
+            spki: encode_spki(rsa.modulus, rsa.public_exponent)?,
+            bits,
+        };
         Ok(Self {
+            der: canonical,
+            #[cfg(feature = "rsa")]
             key,
-            public: PublicKey {
-                key: public_rsa,
-                spki,
-            },
+            public,
         })
     }
 
     /// The PKCS#8 DER encoding, in a buffer wiped on drop. Only for sealing (bundle, session
     /// blob, the organisation's key file): never store or send it in the clear.
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let document = self
-            .key
-            .to_pkcs8_der()
-            .map_err(|_| Error::InvalidKey("cannot encode private key"))?;
-        Ok(Zeroizing::new(document.as_bytes().to_vec()))
+        Ok(self.der.clone())
     }
 
     /// The matching public key.
@@ -234,9 +266,26 @@ impl PrivateKey {
     }
 }
 
+/// The `rsa` crate's view of a structurally checked key, after its arithmetic checks; refused
+/// unless it encodes back to the same canonical PKCS#8 (which also checks the CRT values).
+#[cfg(feature = "rsa")]
+fn checked_arithmetic(der: &[u8], canonical: &[u8]) -> Result<RsaPrivateKey, Error> {
+    const INCONSISTENT: Error = Error::InvalidKey("inconsistent RSA private key");
+    let mut key = RsaPrivateKey::from_pkcs8_der(der)
+        .map_err(|_| Error::InvalidKey("not an RSA PKCS#8 private key"))?;
+    key.validate().map_err(|_| INCONSISTENT)?;
+    key.precompute().map_err(|_| INCONSISTENT)?;
+    let encoded = key.to_pkcs8_der().map_err(|_| INCONSISTENT)?;
+    if encoded.as_bytes() != canonical {
+        return Err(INCONSISTENT);
+    }
+    Ok(key)
+}
+
 /// The `rsa` crate's OAEP decryption, which is not constant-time (RUSTSEC-2023-0071): used by
 /// tests, test kits and vector checks, never by the viewer or the sender's agent, which
 /// decrypt with WebCrypto and AWS-LC.
+#[cfg(feature = "rsa")]
 impl WrapKey for PrivateKey {
     fn public_key(&self) -> &PublicKey {
         &self.public
@@ -261,21 +310,88 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-fn check_public(key: &RsaPublicKey) -> Result<(), Error> {
-    if *key.e() != BigUint::from(PUBLIC_EXPONENT) {
+/// `rsaEncryption` with NULL parameters, the only algorithm identifier accepted.
+fn check_algorithm(algorithm: &AlgorithmIdentifierRef<'_>) -> Result<(), Error> {
+    let null = Some(AnyRef::NULL);
+    if algorithm.oid != pkcs1::ALGORITHM_OID || algorithm.parameters != null {
+        return Err(Error::InvalidKey("not rsaEncryption"));
+    }
+    Ok(())
+}
+
+/// The `rsa` crate's own rules on a public key (`RsaPublicKey::new`: modulus of at most 4096
+/// bits, odd; exponent odd, from 3 to 2^33 - 1 and below the modulus), from its DER integers
+/// (`UintRef` holds the minimal big-endian bytes of a non-negative integer). Returns the
+/// modulus size in bits.
+fn rsa_rules(modulus: UintRef<'_>, exponent: UintRef<'_>) -> Option<usize> {
+    let (n, e) = (modulus.as_bytes(), exponent.as_bytes());
+    let bits = match n.first() {
+        Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
+        None => 0,
+    };
+    let mut e64 = [0u8; 8];
+    e64.get_mut(8usize.checked_sub(e.len())?..)?
+        .copy_from_slice(e);
+    let e64 = u64::from_be_bytes(e64);
+    let odd = |bytes: &[u8]| bytes.last().is_some_and(|low| low & 1 == 1);
+    let e_below_n = e.len() < n.len() || (e.len() == n.len() && e < n);
+    (bits <= RSA_MAX_BITS && odd(n) && odd(e) && (2..=(1 << 33) - 1).contains(&e64) && e_below_n)
+        .then_some(bits)
+}
+
+/// The protocol's rules on a public key that passed [`rsa_rules`]: exponent 65537, modulus of
+/// [`RSA_BITS`] to [`RSA_MAX_BITS`] bits.
+fn check_public(bits: usize, exponent: UintRef<'_>) -> Result<(), Error> {
+    if exponent.as_bytes() != &PUBLIC_EXPONENT.to_be_bytes()[1..] {
         return Err(Error::InvalidKey("public exponent must be 65537"));
     }
-    let bits = key.n().bits();
     if !(RSA_BITS..=RSA_MAX_BITS).contains(&bits) {
         return Err(Error::InvalidKey("modulus must be 3072 to 4096 bits"));
     }
     Ok(())
 }
 
-fn encode_spki(key: &RsaPublicKey) -> Result<Vec<u8>, Error> {
-    key.to_public_key_der()
-        .map(|document| document.as_bytes().to_vec())
-        .map_err(|_| Error::InvalidKey("cannot encode public key"))
+/// The canonical SPKI DER of `(n, e)`: `rsaEncryption`, NULL parameters, PKCS#1 key.
+fn encode_spki(modulus: UintRef<'_>, exponent: UintRef<'_>) -> Result<Vec<u8>, Error> {
+    const CANNOT: Error = Error::InvalidKey("cannot encode public key");
+    let pkcs1 = pkcs1::RsaPublicKey {
+        modulus,
+        public_exponent: exponent,
+    }
+    .to_der()
+    .map_err(|_| CANNOT)?;
+    SubjectPublicKeyInfoRef {
+        algorithm: rsa_encryption(),
+        subject_public_key: BitStringRef::from_bytes(&pkcs1).map_err(|_| CANNOT)?,
+    }
+    .to_der()
+    .map_err(|_| CANNOT)
+}
+
+/// The canonical PKCS#8 DER of a two-prime key (version 1, no attributes, no public key), as
+/// the `rsa` crate and WebCrypto write it, in buffers allocated at their final size and wiped.
+fn encode_pkcs8(key: &pkcs1::RsaPrivateKey<'_>) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let pkcs1 = encode_secret(key)?;
+    encode_secret(&pkcs8::PrivateKeyInfo::new(rsa_encryption(), &pkcs1))
+}
+
+fn encode_secret(value: &impl Encode) -> Result<Zeroizing<Vec<u8>>, Error> {
+    const CANNOT: Error = Error::InvalidKey("cannot encode private key");
+    let len = value
+        .encoded_len()
+        .ok()
+        .and_then(|len| usize::try_from(len).ok())
+        .ok_or(CANNOT)?;
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    value.encode_to_slice(&mut out).map_err(|_| CANNOT)?;
+    Ok(out)
+}
+
+fn rsa_encryption() -> AlgorithmIdentifierRef<'static> {
+    AlgorithmIdentifierRef {
+        oid: pkcs1::ALGORITHM_OID,
+        parameters: Some(AnyRef::NULL),
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +409,7 @@ mod tests {
         );
     }
     use rand_core::OsRng;
+    use rsa::pkcs8::EncodePublicKey;
 
     #[test]
     fn generated_key_is_3072_bits_and_round_trips() {
@@ -321,5 +438,32 @@ mod tests {
         let der = small.to_pkcs8_der().unwrap();
         assert!(PrivateKey::from_pkcs8_der(der.as_bytes()).is_err());
         assert!(PublicKey::from_spki_der(b"garbage").is_err());
+    }
+
+    /// The structural parse takes exactly what the `rsa` crate writes, and the arithmetic check
+    /// (with the `rsa` feature) refuses a key whose CRT values do not match its primes.
+    #[test]
+    fn private_keys_are_checked_structurally_and_arithmetically() {
+        let private = PrivateKey::generate(&mut OsRng).unwrap();
+        let der = private.to_pkcs8_der().unwrap();
+        assert_eq!(*der, *private.key.to_pkcs8_der().unwrap().to_bytes());
+        let info = pkcs8::PrivateKeyInfo::from_der(&der).unwrap();
+        let mut rsa = pkcs1::RsaPrivateKey::from_der(info.private_key).unwrap();
+        rsa.coefficient = rsa.exponent1;
+        let altered = encode_pkcs8(&rsa).unwrap();
+        assert_eq!(
+            PrivateKey::from_pkcs8_der(&altered).err(),
+            Some(Error::InvalidKey("inconsistent RSA private key"))
+        );
+        let spki = private.public_key().spki_der();
+        assert_eq!(
+            *spki,
+            *private
+                .key
+                .to_public_key()
+                .to_public_key_der()
+                .unwrap()
+                .as_bytes()
+        );
     }
 }

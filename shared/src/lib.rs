@@ -47,6 +47,7 @@ pub mod session;
 pub mod token;
 
 mod aead;
+mod nfc;
 mod secret;
 
 pub use error::Error;

@@ -12,7 +12,8 @@
 //! viewer -> worker   {"id": <number>, "password": <string>, "inputs": [<string>, ...]}
 //! worker -> viewer   {"id": <number>, "score": 0..=4}
 //! ```
-//! `inputs` are words the page knows the password should not be built from (the sender's name).
+//! `inputs` are words the page knows the password should not be built from (the sender's name),
+//! as written: zxcvbn compares them lowercased.
 
 /// zxcvbn's score, 0 (guessable within 10^3 guesses) to 4 (more than 10^10), for `password`
 /// given words that are easy to guess in this context.

@@ -528,7 +528,7 @@ fn choose_view(
                     aria-describedby="strength"
                     on:input=on_input />
                 <p id="strength" class="strength" aria-live="polite"
-                    data-level=move || format!("{:?}", meter.get()).to_lowercase()>
+                    data-level=move || meter.get().level()>
                     {move || text(lang, meter.get().key())}
                 </p>
                 <label for="confirm-password">{text(lang, Key::ConfirmPassword)}</label>

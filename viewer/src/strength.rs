@@ -60,6 +60,18 @@ impl Strength {
         matches!(self, Self::Fair | Self::Strong)
     }
 
+    /// The meter's `data-level` attribute, which the style sheet colours by. A fixed string,
+    /// not the lowercased `Debug` form: that pulled in Unicode case tables (about 12 KB).
+    pub fn level(self) -> &'static str {
+        match self {
+            Self::Checking => "checking",
+            Self::TooShort => "tooshort",
+            Self::Weak => "weak",
+            Self::Fair => "fair",
+            Self::Strong => "strong",
+        }
+    }
+
     /// The meter's label.
     pub fn key(self) -> Key {
         match self {
@@ -192,10 +204,11 @@ impl Estimator {
 }
 
 /// Words a password should not be built from on this page: the sender's name and its words, and
-/// the service's own.
+/// the service's own. As written: zxcvbn lowercases its inputs itself (and the password for
+/// matching), so lowercasing here only pulled Unicode case tables into every open's download.
 pub fn page_words(organisation: &str) -> Vec<String> {
     let mut words = vec![
-        organisation.to_lowercase(),
+        organisation.to_owned(),
         "securetext".to_owned(),
         "secure message".to_owned(),
     ];
@@ -203,7 +216,7 @@ pub fn page_words(organisation: &str) -> Vec<String> {
         organisation
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.chars().count() >= 3)
-            .map(str::to_lowercase),
+            .map(str::to_owned),
     );
     words
 }
@@ -230,11 +243,11 @@ mod tests {
         assert_eq!(
             page_words("Riverside Clinic"),
             [
-                "riverside clinic",
+                "Riverside Clinic",
                 "securetext",
                 "secure message",
-                "riverside",
-                "clinic"
+                "Riverside",
+                "Clinic"
             ]
         );
     }

@@ -320,6 +320,7 @@ pub enum PatientState {
 /// The answer to opening a link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(try_from = "OpenResponseFields")]
 pub struct OpenResponse {
     /// The message behind the link.
     pub message_id: MessageId,
@@ -336,6 +337,56 @@ pub struct OpenResponse {
     /// New or enrolled (flattened: `state` and its fields).
     #[serde(flatten)]
     pub patient: PatientState,
+}
+
+/// [`OpenResponse`] as it is read: the same JSON object, as flat fields. The derived reading of a
+/// flattened, internally tagged enum buffers the whole body in serde's generic `Content` first,
+/// which brings serde_json's every number parser with it: the largest piece of JSON code in the
+/// viewer's download. Written the same way (serialising is still derived, with `flatten`).
+/// Unknown fields are ignored, as they were; a `salt` beside `"state": "new"` must be a valid
+/// salt (it is not used).
+#[derive(Deserialize)]
+struct OpenResponseFields {
+    message_id: MessageId,
+    recipient_id: RecipientId,
+    organisation_name: String,
+    created_at: i64,
+    expires_at: i64,
+    idle_timeout_seconds: u64,
+    state: PatientStateName,
+    kdf_params: KdfParams,
+    #[serde(default)]
+    salt: Option<Salt>,
+}
+
+/// The `state` tag of [`PatientState`].
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PatientStateName {
+    New,
+    Enrolled,
+}
+
+impl TryFrom<OpenResponseFields> for OpenResponse {
+    type Error = &'static str;
+
+    fn try_from(fields: OpenResponseFields) -> Result<Self, Self::Error> {
+        let kdf_params = fields.kdf_params;
+        let patient = match (fields.state, fields.salt) {
+            (PatientStateName::New, _) => PatientState::New { kdf_params },
+            (PatientStateName::Enrolled, Some(salt)) => PatientState::Enrolled { kdf_params, salt },
+            (PatientStateName::Enrolled, None) => return Err("missing field `salt`"),
+        };
+        Ok(Self {
+            message_id: fields.message_id,
+            recipient_id: fields.recipient_id,
+            organisation_name: fields.organisation_name,
+            created_at: fields.created_at,
+            expires_at: fields.expires_at,
+            idle_timeout_seconds: fields.idle_timeout_seconds,
+            patient,
+        })
+    }
 }
 
 /// `POST /v1/viewer/enroll`: what the browser made from the new password.
@@ -469,6 +520,47 @@ pub struct UnreadableRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flat reading of an open answer takes what the derived (flattened) writing gives, in
+    /// both states, ignores unknown fields, and refuses an enrolled state without its salt.
+    #[test]
+    fn open_responses_read_what_they_write() {
+        let new = OpenResponse {
+            message_id: MessageId::from_bytes([1; 16]),
+            recipient_id: RecipientId::from_bytes([2; 16]),
+            organisation_name: "Clinic".to_owned(),
+            created_at: 1,
+            expires_at: 2,
+            idle_timeout_seconds: 300,
+            patient: PatientState::New {
+                kdf_params: KdfParams::DEFAULT,
+            },
+        };
+        let enrolled = OpenResponse {
+            patient: PatientState::Enrolled {
+                kdf_params: KdfParams::DEFAULT,
+                salt: Salt::from_bytes([3; 16]),
+            },
+            ..new.clone()
+        };
+        for answer in [&new, &enrolled] {
+            let mut json = serde_json::to_value(answer).unwrap();
+            assert_eq!(
+                &serde_json::from_value::<OpenResponse>(json.clone()).unwrap(),
+                answer
+            );
+            json["later_field"] = serde_json::json!(true);
+            assert_eq!(
+                &serde_json::from_value::<OpenResponse>(json).unwrap(),
+                answer
+            );
+        }
+        let mut json = serde_json::to_value(&enrolled).unwrap();
+        json.as_object_mut().unwrap().remove("salt");
+        assert!(serde_json::from_value::<OpenResponse>(json.clone()).is_err());
+        json["state"] = serde_json::json!("unknown");
+        assert!(serde_json::from_value::<OpenResponse>(json).is_err());
+    }
 
     #[test]
     fn unreadable_reasons_are_their_wire_form_and_expiry_is_none() {
