@@ -92,7 +92,7 @@ impl Plan {
             backlog,
             shutdown_backlog: backlog,
             calls_before_signal: if quick { 100 } else { 300 },
-            drain_limit: Duration::from_secs(120),
+            drain_limit: Duration::from_secs(60),
             shutdown_limit: Duration::from_secs(30),
         }
     }
@@ -535,15 +535,25 @@ fn print_report(
                 name(*backend).into(),
                 thousands(d.backlog as f64),
                 d.rate().map_or("—".into(), thousands),
-                d.first_call_to_empty.map_or("did not empty".into(), secs),
+                match (d.first_call_to_empty, d.first_call_to_limit) {
+                    (Some(t), _) => secs(t),
+                    (None, Some(t)) => format!("not empty after {} ({} sent)", secs(t), d.calls),
+                    (None, None) => "no call".into(),
+                },
                 d.queued_to_first_call
                     .map_or("—".into(), |q| format!("{} ms", q.as_millis())),
                 thousands(d.calls as f64),
                 if d.exactly_once() {
                     "yes".into()
+                } else if d.most_per_sms <= 1 && d.distinct < d.backlog {
+                    format!(
+                        "none twice, but only {} of {} sent",
+                        thousands(d.distinct as f64),
+                        thousands(d.backlog as f64)
+                    )
                 } else {
                     format!(
-                        "**no** ({} distinct, at most {} calls one)",
+                        "**no** ({} distinct, at most {} calls for one)",
                         d.distinct, d.most_per_sms
                     )
                 },
@@ -572,6 +582,7 @@ fn print_report(
         ">recorded sent",
         ">pending at exit",
         ">most calls per SMS",
+        ">pending before",
         "after restart",
     ]);
     for (backend, run) in runs {
@@ -587,6 +598,7 @@ fn print_report(
                 thousands(s.recorded_sent as f64),
                 thousands(s.pending_at_exit as f64),
                 s.most_per_sms.to_string(),
+                thousands(s.pending_before as f64),
                 s.after_restart
                     .map_or("did not drain".into(), |(distinct, most, calls, took)| {
                         format!(
