@@ -152,6 +152,12 @@ impl RelayProcess {
         .await
     }
 
+    /// The process id while it runs, for what `/proc/<pid>` tells about it (the benchmark
+    /// reads its peak memory and CPU time there).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the process wrote to standard error, every run so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
