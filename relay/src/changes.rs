@@ -69,10 +69,17 @@ pub enum Look<T> {
     Nothing(T),
 }
 
+/// One topic's waiters: their number (changed only under the map's lock) and their wake.
+#[derive(Debug, Default)]
+struct Waiting {
+    count: usize,
+    notify: Arc<Notify>,
+}
+
 /// The relay's waiters, by topic.
 #[derive(Debug)]
 pub struct Changes {
-    waiting: Mutex<HashMap<Topic, Arc<Notify>>>,
+    waiting: Mutex<HashMap<Topic, Waiting>>,
     closed: watch::Sender<bool>,
 }
 
@@ -88,15 +95,15 @@ impl Default for Changes {
 impl Changes {
     /// Wakes the waiters of `topic` (call after the change committed).
     pub fn wake(&self, topic: &Topic) {
-        if let Some(notify) = self.lock().get(topic) {
-            notify.notify_waiters();
+        if let Some(waiting) = self.lock().get(topic) {
+            waiting.notify.notify_waiters();
         }
     }
 
     /// Wakes every waiter (notices may have been lost).
     pub fn wake_all(&self) {
-        for notify in self.lock().values() {
-            notify.notify_waiters();
+        for waiting in self.lock().values() {
+            waiting.notify.notify_waiters();
         }
     }
 
@@ -107,14 +114,13 @@ impl Changes {
 
     /// How many requests are waiting (the `securetext_long_polls_waiting` gauge).
     pub fn waiting(&self) -> usize {
-        self.lock()
-            .values()
-            .map(|notify| Arc::strong_count(notify) - 1)
-            .sum()
+        self.lock().values().map(|waiting| waiting.count).sum()
     }
 
     /// Looks (`look`) until it finds something to report, `limit` passes or the relay shuts
-    /// down, looking again each time `topic` is woken; returns the last look's answer.
+    /// down, looking again each time `topic` is woken and once more at the end (so that what
+    /// changed unannounced while it waited, such as a session ending, is in the answer);
+    /// returns the last look's answer.
     pub async fn wait<T, E, F, Fut>(
         &self,
         topic: Topic,
@@ -136,19 +142,19 @@ impl Changes {
             tokio::pin!(woken);
             // Registered before looking: a wake between the look and the sleep is not lost.
             woken.as_mut().enable();
-            let answer = match look().await? {
-                Look::Ready(answer) => return Ok(answer),
-                Look::Nothing(answer) => answer,
-            };
+            if let Look::Ready(answer) = look().await? {
+                return Ok(answer);
+            }
             tokio::select! {
                 () = &mut woken => {}
-                () = tokio::time::sleep_until(deadline) => return Ok(answer),
-                _ = closed.wait_for(|closed| *closed) => return Ok(answer),
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = closed.wait_for(|closed| *closed) => break,
             }
         }
+        look().await.map(Look::into_answer)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Waiting>> {
         // The map holds no invariant a panicking holder could break half-way.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -171,7 +177,12 @@ struct Waiter<'a> {
 
 impl<'a> Waiter<'a> {
     fn register(changes: &'a Changes, topic: Topic) -> Self {
-        let notify = changes.lock().entry(topic).or_default().clone();
+        let notify = {
+            let mut waiting = changes.lock();
+            let entry = waiting.entry(topic).or_default();
+            entry.count += 1;
+            entry.notify.clone()
+        };
         Self {
             changes,
             topic,
@@ -183,9 +194,11 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut waiting = self.changes.lock();
-        // Two references: the map's and this waiter's.
-        if Arc::strong_count(&self.notify) <= 2 {
-            waiting.remove(&self.topic);
+        if let Some(entry) = waiting.get_mut(&self.topic) {
+            entry.count -= 1;
+            if entry.count == 0 {
+                waiting.remove(&self.topic);
+            }
         }
     }
 }

@@ -92,14 +92,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 
 /// The wait a long-poll asks for (`?wait=SECONDS`, [`shared::api::LongPoll`]); more than
 /// [`LongPoll::MAX_WAIT_SECONDS`] is refused (`422 invalid`, field `wait`) rather than cut
-/// short, so that a client learns the limit instead of polling faster than it thinks.
+/// short, so that a client learns the limit instead of polling faster than it thinks. The wait
+/// granted ends [`LONG_POLL_HEADROOM`] before the relay's request deadline, whatever that is
+/// configured to, so a long-poll is answered, never timed out.
 #[derive(Debug, Clone, Copy)]
 pub struct LongPollWait(pub std::time::Duration);
 
-impl<S: Send + Sync> FromRequestParts<S> for LongPollWait {
+/// What a long-poll leaves of the request deadline for its last look and its answer.
+pub const LONG_POLL_HEADROOM: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl FromRequestParts<AppState> for LongPollWait {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let axum::extract::Query(query) =
             axum::extract::Query::<LongPoll>::from_request_parts(parts, state)
                 .await
@@ -110,7 +118,9 @@ impl<S: Send + Sync> FromRequestParts<S> for LongPollWait {
                 format!("at most {} seconds", LongPoll::MAX_WAIT_SECONDS),
             ));
         }
-        Ok(Self(std::time::Duration::from_secs(u64::from(query.wait))))
+        let asked = std::time::Duration::from_secs(u64::from(query.wait));
+        let deadline = state.settings().limits.request_timeout;
+        Ok(Self(asked.min(deadline.saturating_sub(LONG_POLL_HEADROOM))))
     }
 }
 

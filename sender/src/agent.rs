@@ -6,9 +6,10 @@
 //! [`Agent::run`] repeats passes as long-polls: each asks the relay to hold its answer until a
 //! patient enrolls (`GET /v1/rewraps?wait=20`), so the re-wrap follows an enrollment within a
 //! round trip instead of a poll interval. It backs off exponentially while the relay is down,
-//! never asks again sooner than the poll interval after a pass that found nothing (a relay that
-//! does not hold answers is polled, not hammered), and stops when its shutdown future
-//! completes.
+//! asks again at once only after a pass that re-wrapped something, and otherwise never sooner
+//! than the poll interval after the previous pass started (a relay that does not hold answers,
+//! or that keeps listing a held key change, is polled, not hammered); it stops when its
+//! shutdown future completes.
 //!
 //! # Invariants
 //! (THREAT_MODEL.md, sections 6.2 and 6.3)
@@ -198,8 +199,8 @@ pub enum AgentNotice<'a> {
 pub struct RunOptions {
     /// How long each pass asks the relay to wait for an enrollment (0: plain polling).
     pub wait: Duration,
-    /// Least time between the starts of two passes when the first found nothing; the base of
-    /// the back-off.
+    /// Least time between the starts of two passes when the first re-wrapped nothing; the base
+    /// of the back-off.
     pub poll: Duration,
     /// Longest back-off while the relay is down.
     pub max_backoff: Duration,
@@ -256,16 +257,19 @@ impl Agent {
         self.pass(Duration::ZERO).await.map(|(events, _)| events)
     }
 
-    /// A pass that first waits up to `wait` for something to re-wrap; also says whether there
-    /// was anything.
+    /// A pass that first waits up to `wait` for something to re-wrap; also says whether it
+    /// re-wrapped anything. Only then does the next pass start at once: the relay answers a
+    /// long-poll at once while it lists messages the agent leaves alone (held key changes,
+    /// messages it did not send, alarms), and asking again at once would spin.
     async fn pass(&self, wait: Duration) -> Result<(Vec<AgentEvent>, bool), Error> {
         let mut events = Vec::new();
-        let pending = self.client.wait_for_rewraps(wait).await?;
-        let found = !pending.is_empty();
-        for item in pending {
+        for item in self.client.wait_for_rewraps(wait).await? {
             self.process(&item, &mut events).await?;
         }
-        Ok((events, found))
+        let progressed = events
+            .iter()
+            .any(|event| matches!(event, AgentEvent::Rewrapped { .. }));
+        Ok((events, progressed))
     }
 
     /// Runs passes until `shutdown` completes, reporting through `report`. Shutdown is
@@ -288,7 +292,7 @@ impl Agent {
                 pass = self.pass(options.wait) => pass,
             };
             let wait = match pass {
-                Ok((events, found)) => {
+                Ok((events, progressed)) => {
                     if failures > 0 {
                         report(AgentNotice::Recovered);
                     }
@@ -310,7 +314,7 @@ impl Agent {
                     }
                     // Conditions that resolved are forgotten, so a recurrence is reported anew.
                     reported = standing;
-                    if found {
+                    if progressed {
                         Duration::ZERO
                     } else {
                         options.poll.saturating_sub(started.elapsed())

@@ -677,8 +677,8 @@ async fn sealed_key(
 }
 
 /// The patient's live messages, newest first; envelopes only once wrapped to the current key.
-/// With `wait`, a long-poll: while a message still awaits its re-wrap, the answer waits for the
-/// next re-wrap of this patient's messages (see [`crate::changes`]).
+/// With `wait`, a long-poll: while messages await their re-wrap, the answer waits until one of
+/// them is re-wrapped (see [`crate::changes`]).
 #[utoipa::path(get, path = "/v1/viewer/messages", tag = "viewer", security(("session" = [])),
     params(LongPoll),
     responses(
@@ -691,14 +691,27 @@ async fn live_messages(
     session: ViewerSession,
     LongPollWait(wait): LongPollWait,
 ) -> ApiResult<Json<MessageList>> {
+    // What awaited a re-wrap at the first look: the answer is due as soon as any of it is
+    // re-wrapped (another organisation's message may still wait).
+    let awaiting_at_first: std::sync::Mutex<Option<Vec<MessageId>>> = std::sync::Mutex::new(None);
     let messages = state
         .changes()
         .wait(Topic::Wraps(session.recipient_id), wait, || async {
             let messages = list_messages(&state, &session).await?;
-            Ok::<_, AppError>(if messages.iter().any(|m| m.awaiting_key) {
-                Look::Nothing(messages)
-            } else {
+            let awaiting: Vec<MessageId> = messages
+                .iter()
+                .filter(|m| m.awaiting_key)
+                .map(|m| m.message_id)
+                .collect();
+            let mut first = awaiting_at_first
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first = first.get_or_insert_with(|| awaiting.clone());
+            let rewrapped = first.iter().any(|id| !awaiting.contains(id));
+            Ok::<_, AppError>(if awaiting.is_empty() || rewrapped {
                 Look::Ready(messages)
+            } else {
+                Look::Nothing(messages)
             })
         })
         .await?;

@@ -109,6 +109,11 @@ pub async fn claim_due(
     };
     // The picked ids are materialised first: as a plain `IN (subquery)`, PostgreSQL may run
     // the locking subquery again for each outer row and claim more rows than `limit`.
+    //
+    // Not prepared (`persistent(false)`): a prepared statement on the relay's long-lived
+    // connections gets PostgreSQL's generic plan, made without the parameters' values, which
+    // for a backlog of thousands took 2-19 s per claim (3 SMS/s, docs/BENCHMARKS.md) where the
+    // planner's plan for the actual values takes tens of milliseconds.
     let rows = sqlx::query(&format!(
         "WITH due AS MATERIALIZED (\
              SELECT o.id FROM sms_outbox o JOIN messages m ON m.id = o.message_id \
@@ -119,6 +124,7 @@ pub async fn claim_due(
          WHERE id IN (SELECT id FROM due) AND status = 'pending' AND claimed_until <= $1 \
          RETURNING id, message_id, organisation_id, to_sealed, body_sealed, attempts"
     ))
+    .persistent(false)
     .bind(now)
     .bind(now + lease_seconds)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -209,10 +209,10 @@ pub struct PendingRewrap {
 /// `GET /v1/viewer/messages` (the viewer waits for a re-wrap): with `wait` above 0, a relay
 /// that has nothing to report yet holds the answer until it has (or `wait` seconds pass, or the
 /// relay shuts down), so that the first plaintext follows an enrollment without a polling delay.
+/// Other query parameters (a client's cache-buster) are ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
-#[serde(deny_unknown_fields)]
 pub struct LongPoll {
     /// Seconds to wait for something to report (0, the default: answer at once; at most
     /// [`LongPoll::MAX_WAIT_SECONDS`]).
