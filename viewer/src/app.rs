@@ -32,6 +32,9 @@ const POLL: Duration = Duration::from_secs(3);
 /// re-wrap lands, and a session ended meanwhile is still noticed within [`POLL`].
 const REWRAP_WAIT_SECONDS: u32 = 3;
 
+/// A long-poll answered sooner than this (milliseconds) is not followed by another at once.
+const MIN_LONG_POLL_MS: f64 = 1_000.0;
+
 /// What the page shows.
 #[derive(Debug, Clone, PartialEq)]
 enum Screen {
@@ -183,6 +186,7 @@ pub fn App() -> impl IntoView {
             return;
         }
         refreshing.set_value(true);
+        let asked_at = js_sys::Date::now();
         spawn_local(async move {
             let session = Arc::downgrade(&current);
             let is_current = move || {
@@ -226,7 +230,11 @@ pub fn App() -> impl IntoView {
                     }
                     let entries = refreshed.entries;
                     waiting.set(refreshed.waiting);
-                    if refreshed.waiting > 0 {
+                    // A long-poll answered early while messages still wait (one of several was
+                    // re-wrapped, or a relay that does not hold answers): the next refresh is
+                    // the interval's, so a page never asks faster than that.
+                    let held = js_sys::Date::now() - asked_at >= MIN_LONG_POLL_MS;
+                    if refreshed.waiting > 0 && (wait_seconds == 0 || held) {
                         await_rewrap.update(|n| *n += 1);
                     }
                     if entries.is_empty() && refreshed.waiting > 0 {
