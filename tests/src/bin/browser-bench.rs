@@ -65,18 +65,24 @@ const SCREEN_TIMEOUT_MS: u64 = 120_000;
 struct Args {
     web: PathBuf,
     reps: usize,
+    /// Only items 1-3 (no viewer, relay or agent).
+    primitives_only: bool,
 }
 
 fn args() -> Result<Args> {
     let mut web = None;
     let mut reps = 5;
+    let mut primitives_only = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--web" => web = it.next().map(PathBuf::from),
             "--reps" => reps = it.next().context("--reps N")?.parse()?,
+            "--primitives-only" => primitives_only = true,
             other => {
-                bail!("unknown argument {other:?} (usage: browser-bench --web DIR [--reps N])")
+                bail!(
+                    "unknown argument {other:?} (usage: browser-bench --web DIR [--reps N] [--primitives-only])"
+                )
             }
         }
     }
@@ -87,7 +93,11 @@ fn args() -> Result<Args> {
         web.display()
     );
     ensure!(reps >= 1, "--reps must be at least 1");
-    Ok(Args { web, reps })
+    Ok(Args {
+        web,
+        reps,
+        primitives_only,
+    })
 }
 
 /// Polls `probe` every 20 ms until it gives a value or `limit` has passed.
@@ -123,16 +133,16 @@ async fn main() -> Result<()> {
         progress!("primitives at {rate}x CPU throttling");
         primitives.insert(rate, measure_primitives(&base, rate, args.reps).await?);
     }
-    let deployment = Deployment::start().await?;
     let mut journeys = BTreeMap::new();
-    for rate in RATES {
+    for rate in RATES.into_iter().filter(|_| !args.primitives_only) {
+        let deployment = Deployment::start().await?;
         progress!("unlock journey at {rate}x");
         let unlock = unlock_journey(&deployment, rate, args.reps).await?;
         progress!("enrollment journey at {rate}x");
         let enroll = enroll_journey(&deployment, rate, args.reps).await?;
         journeys.insert(rate, (unlock, enroll));
+        deployment.finish().await;
     }
-    deployment.finish().await;
     let hash_wasm_version = std::fs::read_to_string(args.web.join("hash-wasm/package.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())
@@ -1061,11 +1071,15 @@ fn write_report(
          `rsa` crate rows are for comparison.\n"
     )?;
 
-    let unlock: Vec<&[Timeline]> = RATES.iter().map(|r| journeys[r].0.as_slice()).collect();
-    let enroll: Vec<&[Timeline]> = RATES.iter().map(|r| journeys[r].1.as_slice()).collect();
-    writeln!(
-        out,
-        "### The viewer, end to end\n\nThe release viewer (`dist/`, `trunk build --release`) \
+    let none_yet = (Vec::new(), Vec::new());
+    let journey = |rate: &u32| journeys.get(rate).unwrap_or(&none_yet);
+    let unlock: Vec<&[Timeline]> = RATES.iter().map(|r| journey(r).0.as_slice()).collect();
+    let enroll: Vec<&[Timeline]> = RATES.iter().map(|r| journey(r).1.as_slice()).collect();
+    let viewer = !journeys.is_empty();
+    if viewer {
+        writeln!(
+            out,
+            "### The viewer, end to end\n\nThe release viewer (`dist/`, `trunk build --release`) \
          served by the real relay (in-process `relay::testkit::TestRelay`, SQLite, this \
          workspace's code), the sender's agent (`sender::agent::Agent::run`, default options: \
          1 s poll) in-process. From the form's `submit` event to the first animation frame \
@@ -1073,9 +1087,15 @@ fn write_report(
          marks (`viewer/src/timing.rs`). Unlock: {reps} unlocks of a waiting message by an \
          enrolled patient (after a warm-up; locked between). Enrollment: {reps} new patients, \
          each in a fresh browser, submitting once the strength meter accepts the password.\n"
-    )?;
-    journey_table(out, "unlock: password submit", UNLOCK_PHASES, &unlock)?;
-    journey_table(out, "enrollment: password chosen", ENROLL_PHASES, &enroll)?;
+        )?;
+        journey_table(out, "unlock: password submit", UNLOCK_PHASES, &unlock)?;
+        journey_table(out, "enrollment: password chosen", ENROLL_PHASES, &enroll)?;
+    } else {
+        writeln!(
+            out,
+            "(The viewer journeys were not run: `--primitives-only`.)\n"
+        )?;
+    }
 
     let mut budgets = Vec::new();
     for (i, rate) in RATES.iter().enumerate() {
@@ -1098,6 +1118,9 @@ fn write_report(
             limit: format!("≤ 0.65× = {} ms", ms(0.65 * p.argon2_hash_wasm.median())),
             pass: r <= 0.65,
         });
+        if !viewer {
+            continue;
+        }
         let total = total_sample(unlock[i]).median();
         budgets.push(Budget {
             name: format!("unlock: submit → plaintext ≤ Argon2id + 150 ms ({level})"),
