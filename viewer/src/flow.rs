@@ -23,6 +23,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::api::{self, ApiError};
 use crate::keygen;
+use crate::timing::mark;
 use crate::vault::{self, StoredSession};
 use crate::webkey::{ImportError, SessionKey};
 
@@ -272,7 +273,10 @@ fn derive(password: &Password, salt: &Salt, params: &KdfParams) -> Result<Passwo
     params
         .validate_at_least(&KdfParams::DEFAULT)
         .map_err(|_| FlowError::UnsafeRelay)?;
-    derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeRelay)
+    mark("securetext:derive:start");
+    let keys = derive_password_keys(password, salt, params).map_err(|_| FlowError::UnsafeRelay);
+    mark("securetext:derive:end");
+    keys
 }
 
 /// Moves the private key into WebCrypto, where the session decrypts with it; `private` (and
@@ -326,10 +330,12 @@ pub async fn enroll(
     drop(password);
     progress(Step::Generating);
     yield_to_browser().await;
+    mark("securetext:keygen:start");
     let private = keygen::generate().await.map_err(|e| match e {
         keygen::KeygenError::Unsupported => FlowError::Unsupported,
         keygen::KeygenError::Failed => FlowError::Crypto,
     })?;
+    mark("securetext:keygen:end");
     progress(Step::Enrolling);
     yield_to_browser().await;
     let binding = SealBinding {
@@ -347,11 +353,15 @@ pub async fn enroll(
         verifier: keys.auth.verifier(),
     })
     .await?;
+    mark("securetext:enrolled");
     progress(Step::Unlocking);
     let session = api::unlock(link, &keys.auth.to_base64url()).await?;
+    mark("securetext:unlocked");
     keep_for_session(&private, &session)?;
+    let key = into_session_key(private).await?;
+    mark("securetext:key-ready");
     Ok(Unlocked {
-        key: into_session_key(private).await?,
+        key,
         recipient: session.recipient_id,
         idle_timeout_seconds: session.idle_timeout_seconds,
     })
@@ -373,6 +383,7 @@ pub async fn unlock(
     drop(password);
     progress(Step::Unlocking);
     let session = api::unlock(link, &keys.auth.to_base64url()).await?;
+    mark("securetext:unlocked");
     let bundle = api::key_bundle().await?;
     // The bundle opens only beside the salt and parameters it was sealed with: if the relay
     // served others at open, this is where it shows.
@@ -385,8 +396,10 @@ pub async fn unlock(
         .unseal(&binding, &keys.sealing)
         .map_err(|_| FlowError::UnsafeRelay)?;
     keep_for_session(&private, &session)?;
+    let key = into_session_key(private).await?;
+    mark("securetext:key-ready");
     Ok(Unlocked {
-        key: into_session_key(private).await?,
+        key,
         recipient: session.recipient_id,
         idle_timeout_seconds: session.idle_timeout_seconds,
     })
@@ -429,7 +442,9 @@ pub async fn resume() -> Option<Unlocked> {
 
 /// The patient's live messages, as the relay lists them.
 pub async fn messages(wait_seconds: u32) -> Result<Vec<MessageView>, FlowError> {
-    Ok(api::messages(wait_seconds).await?)
+    let items = api::messages(wait_seconds).await?;
+    mark("securetext:messages");
+    Ok(items)
 }
 
 /// Opens the envelopes of the messages `wanted` (from [`Inbox::unopened`]) in `items`, each
@@ -442,6 +457,7 @@ pub async fn open_envelopes(
     now: i64,
 ) -> HashMap<MessageId, Result<Opened, Error>> {
     let mut opened = HashMap::new();
+    mark("securetext:open:start");
     for item in items
         .iter()
         .filter(|item| wanted.contains(&item.message_id))
@@ -460,6 +476,7 @@ pub async fn open_envelopes(
         };
         opened.insert(item.message_id, result);
     }
+    mark("securetext:open:end");
     opened
 }
 

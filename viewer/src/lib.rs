@@ -10,6 +10,7 @@
 //! - [`vault`]: the session blob in sessionStorage, the only thing ever stored.
 //! - [`strength`]: the enrollment's password policy and its zxcvbn estimator (a web worker).
 //! - [`i18n`]: every text in English and Spanish.
+//! - [`timing`]: `performance` marks at the steps of unlocking and enrolling (benchmark).
 #![deny(missing_docs)]
 
 pub mod api;
@@ -19,5 +20,6 @@ pub mod i18n;
 pub mod keygen;
 pub mod lifecycle;
 pub mod strength;
+pub mod timing;
 pub mod vault;
 pub mod webkey;
