@@ -24,9 +24,6 @@ use shared::kdf::{KdfParams, Password};
 
 const PHONE: &str = "+15557770001";
 const PASSPHRASE: &str = "organisation passphrase 2026";
-/// The agent's least time between two requests that found nothing: far longer than the test,
-/// so the re-wrap can only come from its long-poll answering the enrollment.
-const AGENT_POLL: Duration = Duration::from_secs(3_600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_flows_on_sqlite() {
@@ -144,10 +141,7 @@ async fn flows(backend: Backend) {
     let agent_task = tokio::spawn(async move {
         agent
             .run(
-                RunOptions {
-                    poll: AGENT_POLL,
-                    ..RunOptions::default()
-                },
+                RunOptions::default(),
                 async move {
                     let _ = stopped.await;
                 },
@@ -160,8 +154,8 @@ async fn flows(backend: Backend) {
             .await;
     });
 
-    // The agent's first request waits; the patient enrolls; the waiting request answers and
-    // the agent re-wraps (its next poll would be an hour away).
+    // The agent's first request waits at the relay (a long-poll, not a poll); the patient
+    // enrolls; the waiting request answers and the agent re-wraps.
     let link = relay.deliver_link_for(PHONE).await;
     let changes = relay.state().changes();
     wait_for(Duration::from_secs(10), || async { changes.waiting() == 1 })
