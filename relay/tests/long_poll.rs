@@ -143,16 +143,21 @@ async fn agent_learns_of_an_enrollment_without_polling_postgres() {
     agent_learns_of_an_enrollment_without_polling(Backend::Postgres).await;
 }
 
-/// Re-wraps the scene's message to the patient's key, as the clinic's agent does.
-async fn rewrap(scene: &Scene) {
-    let wrap = scene
+/// The scene's message's content key wrapped to the patient's key, as the clinic's agent makes it.
+fn recipient_wrap(scene: &Scene) -> shared::envelope::Wrap {
+    scene
         .envelope
         .rewrap(
             &keys().organisation,
             scene.patient.key.public_key(),
             &mut OsRng,
         )
-        .unwrap();
+        .unwrap()
+}
+
+/// Re-wraps the scene's message to the patient's key, as the clinic's agent does.
+async fn rewrap(scene: &Scene) {
+    let wrap = recipient_wrap(scene);
     let path = format!(
         "/v1/messages/{}/recipient-wrap",
         scene.envelope.header.message_id
@@ -338,14 +343,7 @@ async fn long_polls_answer_across_relays_on_postgres() {
         Auth::Cookie(&session.cookie),
     );
     until_process_waiting(&http, ports[0], 1).await;
-    let wrap = scene
-        .envelope
-        .rewrap(
-            &keys().organisation,
-            scene.patient.key.public_key(),
-            &mut OsRng,
-        )
-        .unwrap();
+    let wrap = recipient_wrap(&scene);
     let response = other_relay
         .http()
         .put(other_relay.url(&format!(
