@@ -222,16 +222,36 @@ pub async fn revoke_api_key(store: &Store, id: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-async fn recipient_by_phone(
+/// The patients with this number: `org`'s only, or (`None`) each organisation's. A patient
+/// record is one organisation's (PROTOCOL.md, "Keyed lookups"), so the number is looked up
+/// once per organisation.
+async fn patients_by_phone(
     tx: &mut Tx,
     key: &DataKey,
     phone: &str,
-) -> Result<RecipientId, AdminError> {
+    org: Option<&str>,
+) -> Result<Vec<RecipientId>, AdminError> {
     let phone = PhoneNumber::parse(phone).map_err(|e| AdminError::input("phone", e))?;
-    Ok(recipients::find_by_phone(tx, &phone.lookup(key))
-        .await?
-        .ok_or(AdminError::NotFound("no patient with this phone number"))?
-        .id)
+    let organisations = match org {
+        Some(org) => vec![parse_org(org)?],
+        None => orgs::list(tx).await?.into_iter().map(|o| o.id).collect(),
+    };
+    let mut patients = Vec::new();
+    for organisation in organisations {
+        if let Some(patient) =
+            recipients::find_by_phone(tx, &phone.lookup(key, organisation)).await?
+        {
+            patients.push(patient.id);
+        }
+    }
+    if patients.is_empty() {
+        return Err(AdminError::NotFound(if org.is_some() {
+            "the organisation has no patient with this phone number"
+        } else {
+            "no patient with this phone number"
+        }));
+    }
+    Ok(patients)
 }
 
 async fn audit_patient_event(
@@ -253,45 +273,73 @@ async fn audit_patient_event(
     Ok(())
 }
 
-/// Ends every session of the patient: their devices' sealed blobs become useless, and no
-/// browser stays a known device (a lost phone must not keep passing lockouts). Returns how many
-/// sessions were live.
-pub async fn revoke_sessions(store: &Store, key: &DataKey, phone: &str) -> Result<u64, AdminError> {
+/// Ends every session of the patient (`org`'s, or each organisation's with this number): their
+/// devices' sealed blobs become useless, and no browser stays a known device (a lost phone must
+/// not keep passing lockouts). Returns how many sessions were live.
+pub async fn revoke_sessions(
+    store: &Store,
+    key: &DataKey,
+    phone: &str,
+    org: Option<&str>,
+) -> Result<u64, AdminError> {
     let mut tx = store.begin().await?;
-    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
-    let ended = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
-    devices::forget(&mut tx, recipient).await?;
-    let detail = format!("sessions={ended}");
-    audit_patient_event(&mut tx, recipient, AuditKind::SessionRevoked, &detail).await?;
+    let mut ended = 0;
+    for recipient in patients_by_phone(&mut tx, key, phone, org).await? {
+        let these = sessions::end_all_for_recipient(&mut tx, recipient, now(), "revoked").await?;
+        devices::forget(&mut tx, recipient).await?;
+        let detail = format!("sessions={these}");
+        audit_patient_event(&mut tx, recipient, AuditKind::SessionRevoked, &detail).await?;
+        ended += these;
+    }
     tx.commit().await?;
     Ok(ended)
 }
 
-/// Forgets the patient's enrollment, their sessions and known devices; only links texted after
-/// this enroll again.
-pub async fn reset_enrollment(store: &Store, key: &DataKey, phone: &str) -> Result<(), AdminError> {
+/// Forgets the enrollment of the patient (`org`'s, or each organisation's with this number that
+/// has enrolled), their sessions and known devices; only links texted after this enroll again.
+/// Returns how many enrollments were reset.
+pub async fn reset_enrollment(
+    store: &Store,
+    key: &DataKey,
+    phone: &str,
+    org: Option<&str>,
+) -> Result<u64, AdminError> {
     let mut tx = store.begin().await?;
-    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
-    if !recipients::reset_enrollment(&mut tx, recipient).await? {
+    let mut reset = 0;
+    for recipient in patients_by_phone(&mut tx, key, phone, org).await? {
+        if !recipients::reset_enrollment(&mut tx, recipient).await? {
+            continue;
+        }
+        sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
+        devices::forget(&mut tx, recipient).await?;
+        audit_patient_event(&mut tx, recipient, AuditKind::KeyReset, "").await?;
+        reset += 1;
+    }
+    if reset == 0 {
         return Err(AdminError::NotApplicable("the patient has not enrolled"));
     }
-    sessions::end_all_for_recipient(&mut tx, recipient, now(), "key_reset").await?;
-    devices::forget(&mut tx, recipient).await?;
-    audit_patient_event(&mut tx, recipient, AuditKind::KeyReset, "").await?;
     tx.commit().await?;
-    Ok(())
+    Ok(reset)
 }
 
-/// Clears the patient's failure counters and lockouts, for unknown browsers and for each known
-/// device; leaves the enrollment, the links, the sessions and the devices themselves alone.
-pub async fn clear_lockout(store: &Store, key: &DataKey, phone: &str) -> Result<(), AdminError> {
+/// Clears the failure counters and lockouts of the patient (`org`'s, or each organisation's
+/// with this number), for unknown browsers and for each known device; leaves the enrollment,
+/// the links, the sessions and the devices themselves alone. Returns how many patients.
+pub async fn clear_lockout(
+    store: &Store,
+    key: &DataKey,
+    phone: &str,
+    org: Option<&str>,
+) -> Result<u64, AdminError> {
     let mut tx = store.begin().await?;
-    let recipient = recipient_by_phone(&mut tx, key, phone).await?;
-    recipients::set_unlock_state(&mut tx, recipient, &Counter::default()).await?;
-    devices::clear_counters(&mut tx, recipient).await?;
-    audit_patient_event(&mut tx, recipient, AuditKind::LockoutCleared, "").await?;
+    let patients = patients_by_phone(&mut tx, key, phone, org).await?;
+    for &recipient in &patients {
+        recipients::set_unlock_state(&mut tx, recipient, &Counter::default()).await?;
+        devices::clear_counters(&mut tx, recipient).await?;
+        audit_patient_event(&mut tx, recipient, AuditKind::LockoutCleared, "").await?;
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(patients.len() as u64)
 }
 
 /// Every audit event of an organisation, oldest first.

@@ -89,8 +89,7 @@ pub enum Command {
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
     /// Manage patients: remote wipe, enrollment reset and clearing a lockout.
-    #[command(subcommand)]
-    Patient(PatientCommand),
+    Patient(PatientArgs),
     /// Export or verify an organisation's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -127,6 +126,19 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         id: String,
     },
+}
+
+/// A patient command and whose patient it concerns.
+#[derive(Debug, Args)]
+pub struct PatientArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PatientCommand,
+    /// Only this organisation's patient with the number. Without it, the command applies to the
+    /// number's patient at each organisation (a patient of two organisations is two patient
+    /// records, each with its own password, sessions and counters).
+    #[arg(long, global = true)]
+    pub org: Option<String>,
 }
 
 /// Patient commands.

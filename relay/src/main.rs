@@ -5,8 +5,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use relay::config::{
-    ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientCommand, Secret, ServeArgs,
-    SmsProviderKind, StorageArgs,
+    ApiKeyCommand, AuditCommand, Cli, Command, OrgCommand, PatientArgs, PatientCommand, Secret,
+    ServeArgs, SmsProviderKind, StorageArgs,
 };
 use relay::sms::SmsProvider;
 use relay::sms::console::ConsoleProvider;
@@ -53,26 +53,30 @@ async fn main() -> anyhow::Result<()> {
             relay::admin::revoke_api_key(&store, &id).await?;
             println!("revoked {id}");
         }
-        Command::Patient(command) => {
+        Command::Patient(PatientArgs { command, org }) => {
             let key =
                 relay::admin::load_data_key(&cli.storage, data_key_from_environment().as_ref())?;
-            seal_plain_records(&store, &key).await?;
+            upgrade_records(&store, &key).await?;
             let phone = read_phone()?;
+            let org = org.as_deref();
             match command {
                 PatientCommand::RevokeSessions => {
-                    let ended = relay::admin::revoke_sessions(&store, &key, &phone).await?;
+                    let ended = relay::admin::revoke_sessions(&store, &key, &phone, org).await?;
                     println!("ended {ended} live session(s)");
                 }
                 PatientCommand::ResetEnrollment => {
-                    relay::admin::reset_enrollment(&store, &key, &phone).await?;
+                    let reset = relay::admin::reset_enrollment(&store, &key, &phone, org).await?;
                     println!(
-                        "enrollment reset; the patient sets a new password from the link of the \
-                         next message sent to them (earlier links cannot)"
+                        "{reset} enrollment(s) reset; the patient sets a new password from the \
+                         link of the next message sent to them (earlier links cannot)"
                     );
                 }
                 PatientCommand::ClearLockout => {
-                    relay::admin::clear_lockout(&store, &key, &phone).await?;
-                    println!("lockout cleared; enrollment, links and sessions are unchanged");
+                    let cleared = relay::admin::clear_lockout(&store, &key, &phone, org).await?;
+                    println!(
+                        "lockout cleared for {cleared} patient record(s); enrollment, links and \
+                         sessions are unchanged"
+                    );
                 }
             }
         }
@@ -91,21 +95,30 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seals the password material that enrollments before migration 0004 kept in the clear; it
-/// needs the data key, which SQL migrations do not have.
-async fn seal_plain_records(store: &Store, key: &shared::at_rest::DataKey) -> anyhow::Result<()> {
-    let sealed = relay::store::recipients::seal_plain_records(store, key)
+/// Converts what earlier versions stored and SQL migrations cannot, for want of the data key
+/// (see [`relay::store::recipients::upgrade`]).
+async fn upgrade_records(store: &Store, key: &shared::at_rest::DataKey) -> anyhow::Result<()> {
+    let upgraded = relay::store::recipients::upgrade(store, key)
         .await
-        .context("sealing the password records of earlier enrollments")?;
-    if sealed > 0 {
-        tracing::info!(sealed, "sealed the password records of earlier enrollments");
+        .context("converting the patient records of an earlier version")?;
+    if upgraded.sealed > 0 {
+        tracing::info!(
+            sealed = upgraded.sealed,
+            "sealed the password records of earlier enrollments"
+        );
+    }
+    if upgraded.scoped > 0 {
+        tracing::info!(
+            scoped = upgraded.scoped,
+            "gave each earlier patient to the organisation that messaged it first"
+        );
     }
     Ok(())
 }
 
 async fn serve(store: Store, storage: &StorageArgs, args: ServeArgs) -> anyhow::Result<()> {
     let data_key = relay::admin::load_data_key(storage, data_key_from_environment().as_ref())?;
-    seal_plain_records(&store, &data_key).await?;
+    upgrade_records(&store, &data_key).await?;
     let public_url = args.public_url.as_str().trim_end_matches('/').to_owned();
     let status_callback = format!(
         "{public_url}{}",

@@ -239,7 +239,7 @@ async fn check_all<'a>(
             outcomes[index] = Some(Err(duplicate_message()));
             continue;
         }
-        let lookup = submission.phone.lookup(state.data_key());
+        let lookup = submission.phone.lookup(state.data_key(), org);
         let recipient = match patients.get(&lookup) {
             Some(known) => known.clone(),
             None => {
@@ -354,6 +354,7 @@ async fn lock_in_order(
         let recipient = recipients::get_or_create(
             tx,
             RecipientId::random(&mut OsRng),
+            plan.submission.organisation.id,
             &plan.lookup,
             plan.submission.phone.seal(state.data_key(), &mut OsRng),
             plan.submission.now,

@@ -460,7 +460,7 @@ async fn reset_refuses_enrollment_through_old_links(backend: Backend) {
         let mut conn = relay.state().store().conn().await.unwrap();
         let lookup = shared::phone::PhoneNumber::parse(phone)
             .unwrap()
-            .lookup(relay.state().data_key());
+            .lookup(relay.state().data_key(), clinic.id);
         relay::store::recipients::find_by_phone(&mut conn, &lookup)
             .await
             .unwrap()
@@ -624,6 +624,7 @@ async fn a_device_cookie_is_no_key_to_another_patient_nor_after_a_remote_wipe(ba
         relay.state().store(),
         relay.state().data_key(),
         "+15557700001",
+        None,
     )
     .await
     .unwrap();

@@ -228,7 +228,7 @@ async fn a_session_ended_while_waiting_gets_nothing() {
         Auth::Cookie(&session.cookie),
     );
     until_waiting(relay, 1).await;
-    relay::admin::revoke_sessions(relay.state().store(), relay.state().data_key(), PHONE)
+    relay::admin::revoke_sessions(relay.state().store(), relay.state().data_key(), PHONE, None)
         .await
         .unwrap();
     // Nothing wakes the wait (a revocation from the operator's command is not announced): the

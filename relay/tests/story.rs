@@ -1040,7 +1040,7 @@ async fn sessions_end(backend: Backend) {
     let key_text = relay.data_key.clone();
     let data_key = shared::at_rest::DataKey::from_base64url(&key_text).unwrap();
     assert_eq!(
-        relay::admin::revoke_sessions(relay.state().store(), &data_key, PHONE)
+        relay::admin::revoke_sessions(relay.state().store(), &data_key, PHONE, None)
             .await
             .unwrap(),
         1
@@ -1395,7 +1395,7 @@ async fn audit_log_tells_the_story_in_order(backend: Backend) {
     assert_eq!(logout.0, 204);
     let _wiped = scene.session().await;
     let data_key = shared::at_rest::DataKey::from_base64url(&relay.data_key).unwrap();
-    relay::admin::revoke_sessions(relay.state().store(), &data_key, PHONE)
+    relay::admin::revoke_sessions(relay.state().store(), &data_key, PHONE, None)
         .await
         .unwrap();
     let _idle = scene.session().await;

@@ -1,7 +1,9 @@
 //! Phone numbers: the one E.164 rule every party applies, and their protected form at rest.
 //!
 //! A number is PHI in context, so [`PhoneNumber`] never prints itself in `Debug`, and the relay
-//! stores it only sealed under its data key, indexed by a keyed hash.
+//! stores it only sealed under its data key, indexed by a keyed hash of the organisation and the
+//! number: each organisation's patients are its own, and the index links no patient of one
+//! organisation to another's.
 
 use std::fmt;
 
@@ -9,9 +11,13 @@ use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use crate::at_rest::DataKey;
+use crate::ids::OrganisationId;
 
-/// Purpose label of sealed phone numbers and their lookup hashes (see `docs/PROTOCOL.md`).
+/// Purpose label of sealed phone numbers (see `docs/PROTOCOL.md`, "Sealed fields").
 const PHONE: &str = "phone";
+/// Purpose label of the lookup hash of an organisation's patient (see `docs/PROTOCOL.md`,
+/// "Keyed lookups").
+const PATIENT: &str = "patient";
 
 /// Why text is not a phone number. Carries no part of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +59,13 @@ impl PhoneNumber {
         &self.0
     }
 
-    /// The keyed hash the relay indexes patients by.
-    pub fn lookup(&self, key: &DataKey) -> [u8; 32] {
-        key.lookup(PHONE, self.0.as_bytes())
+    /// The keyed hash the relay indexes `organisation`'s patient with this number by. The
+    /// organisation is part of it, so one organisation's lookup never finds another's patient.
+    pub fn lookup(&self, key: &DataKey, organisation: OrganisationId) -> [u8; 32] {
+        let mut value = Vec::with_capacity(16 + self.0.len());
+        value.extend_from_slice(organisation.as_bytes());
+        value.extend_from_slice(self.0.as_bytes());
+        key.lookup(PATIENT, &value)
     }
 
     /// The number sealed for storage.
@@ -110,7 +120,10 @@ mod tests {
         let key = DataKey::random(&mut rand_core::OsRng);
         let a = PhoneNumber::parse("+1 555 123 4567").unwrap();
         let b = PhoneNumber::parse("+15551234567").unwrap();
-        assert_eq!(a.lookup(&key), b.lookup(&key));
+        let clinic = OrganisationId::from_bytes([1; 16]);
+        let pharmacy = OrganisationId::from_bytes([2; 16]);
+        assert_eq!(a.lookup(&key, clinic), b.lookup(&key, clinic));
+        assert_ne!(a.lookup(&key, clinic), a.lookup(&key, pharmacy));
         let sealed = a.seal(&key, &mut rand_core::OsRng);
         assert_eq!(PhoneNumber::open(&key, &sealed).unwrap(), b);
         assert_eq!(

@@ -632,6 +632,7 @@ async fn revoke_sessions(relay: &Relay, phone: &str) -> u64 {
         relay.kit.state().store(),
         relay.kit.state().data_key(),
         phone,
+        None,
     )
     .await
     .unwrap()

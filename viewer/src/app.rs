@@ -527,6 +527,7 @@ fn choose_view(
             <p class="from">{text(lang, Key::From)}": "<strong>{organisation}</strong></p>
             <h1>{text(lang, Key::WelcomeTitle)}</h1>
             <p>{text(lang, Key::WelcomeIntro)}</p>
+            <p>{text(lang, Key::PasswordPerSender)}</p>
             <p class="warning" role="note">{text(lang, Key::ForgottenWarning)}</p>
             {problem.map(|key| view! { <p class="error" role="alert">{text(lang, key)}</p> })}
             <form on:submit=submit>

@@ -52,6 +52,8 @@ pub enum Key {
     WelcomeTitle,
     /// Explains what the password is for.
     WelcomeIntro,
+    /// Each sender has a password of its own, and why.
+    PasswordPerSender,
     /// The unrecoverable-password warning.
     ForgottenWarning,
     /// Password field label.
@@ -187,6 +189,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Your messages are locked with a password that only you know. Choose one you will remember.",
             "Sus mensajes se protegen con una contraseña que solo usted conoce. Elija una que pueda recordar.",
         ),
+        PasswordPerSender => (
+            "This password is only for messages from this sender. If another clinic or pharmacy also sends you secure messages, you create a separate password for them: that way no sender can find out who else sends you messages.",
+            "Esta contraseña es solo para los mensajes de este remitente. Si otra clínica o farmacia también le envía mensajes seguros, usted crea una contraseña distinta para ella: así ningún remitente puede saber quién más le envía mensajes.",
+        ),
         ForgottenWarning => (
             "Important: if you forget this password, nobody can recover it — not the clinic, not us. The sender can only reset your access, and you will choose a new one.",
             "Importante: si olvida esta contraseña, nadie puede recuperarla, ni la clínica ni nosotros. El remitente solo puede restablecer su acceso y usted elegirá una nueva.",
@@ -236,8 +242,8 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
         ),
         UnlockTitle => ("Enter your password", "Escriba su contraseña"),
         UnlockIntro => (
-            "Enter the password you created to read your secure message.",
-            "Escriba la contraseña que creó para leer su mensaje seguro.",
+            "Enter the password you created for messages from this sender. Each sender has its own password.",
+            "Escriba la contraseña que creó para los mensajes de este remitente. Cada remitente tiene su propia contraseña.",
         ),
         Password => ("Password", "Contraseña"),
         Unlock => ("Unlock", "Desbloquear"),
@@ -360,6 +366,7 @@ mod tests {
         for key in [
             AppName,
             WelcomeTitle,
+            PasswordPerSender,
             ForgottenWarning,
             UnlockTitle,
             PreparingIntro,

@@ -142,24 +142,27 @@ async fn register_key(
     Ok(Json(organisation_view(org)))
 }
 
-/// An enrolled patient's key. The phone number travels in the body, not the URL, so it never
-/// lands in access logs.
+/// The key of the calling organisation's enrolled patient with this number. The phone number
+/// travels in the body, not the URL, so it never lands in access logs. Only the caller's own
+/// patients are found: the lookup hash includes the organisation, so a number enrolled with
+/// another organisation is one indexed query that finds nothing, the same as an unknown number.
 #[utoipa::path(post, path = "/v1/recipients/lookup", tag = "sender", security(("api_key" = [])),
     request_body = LookupRequest,
     responses(
         (status = 200, description = "The patient's key.", body = RecipientView),
         (status = 401, description = "Bad API key.", body = ErrorBody),
-        (status = 404, description = "No enrolled patient with this number.", body = ErrorBody),
+        (status = 404, description = "No enrolled patient of this organisation with this number (whether or not another organisation has one).", body = ErrorBody),
         (status = 422, description = "Not an E.164 number (`invalid`, field `phone`).", body = ErrorBody),
     ))]
 async fn lookup_recipient(
     State(state): State<AppState>,
-    _sender: Sender,
+    sender: Sender,
     ApiJson(body): ApiJson<LookupRequest>,
 ) -> ApiResult<Json<RecipientView>> {
     let phone = phone_field("phone", &body.phone)?;
     let mut conn = state.store().conn().await?;
-    let recipient = recipients::find_by_phone(&mut conn, &phone.lookup(state.data_key()))
+    let lookup = phone.lookup(state.data_key(), sender.organisation.id);
+    let recipient = recipients::find_by_phone(&mut conn, &lookup)
         .await?
         .and_then(|r| r.enrollment.map(|e| (r.id, e)))
         .ok_or(AppError::NotFound("no enrolled patient with this number"))?;

@@ -529,6 +529,7 @@ async fn unlock(
             id: session_id,
             token: token.hash(TokenKind::Session),
             recipient_id: recipient.id,
+            organisation_id: message.organisation_id,
             relay_half_sealed: &sealed_half,
             now,
             expires_at,
@@ -586,6 +587,8 @@ fn session_cookie(state: &AppState, token: Option<&str>) -> ApiResult<HeaderValu
 pub struct ViewerSession {
     id: SessionId,
     recipient_id: RecipientId,
+    /// The organisation whose link opened the session: the only one whose messages it sees.
+    organisation_id: OrganisationId,
     relay_half: zeroize::Zeroizing<String>,
     expires_at: i64,
 }
@@ -627,6 +630,7 @@ impl FromRequestParts<AppState> for ViewerSession {
         Ok(Self {
             id: row.id,
             recipient_id: row.recipient_id,
+            organisation_id: row.organisation_id,
             relay_half: zeroize::Zeroizing::new(relay_half),
             expires_at: row.expires_at,
         })
@@ -731,7 +735,9 @@ async fn list_messages(state: &AppState, session: &ViewerSession) -> ApiResult<V
         .and_then(|r| r.enrollment)
         .map(|e| e.public_key.fingerprint());
     let mut views = Vec::new();
-    for message in messages::live_for_recipient(&mut tx, recipient, now).await? {
+    for message in
+        messages::live_for_recipient(&mut tx, recipient, session.organisation_id, now).await?
+    {
         let wrapped = current.is_some() && message.recipient_wrap == current;
         views.push(MessageView {
             message_id: message.id,
@@ -791,7 +797,9 @@ async fn delivered_message(
 ) -> ApiResult<StoredMessage> {
     let message = messages::get(tx, id)
         .await?
-        .filter(|m| m.recipient_id == session.recipient_id)
+        .filter(|m| {
+            m.recipient_id == session.recipient_id && m.organisation_id == session.organisation_id
+        })
         .ok_or(AppError::NotFound("no such message"))?;
     if message.status_at(now) != MessageStatus::Active {
         return Err(AppError::message_ended());

@@ -228,17 +228,21 @@ pub async fn by_link(
     .transpose()
 }
 
-/// A patient's deliverable messages, newest first.
+/// A patient's deliverable messages from `organisation`, newest first. A patient record is one
+/// organisation's; only one stored before migration 0008 can hold other organisations'
+/// messages, and a session opened through one organisation's link never lists those.
 pub async fn live_for_recipient(
     conn: &mut AnyConnection,
     recipient: RecipientId,
+    organisation: OrganisationId,
     now: i64,
 ) -> StoreResult<Vec<StoredMessage>> {
     sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {MESSAGES} WHERE m.recipient_id = $1 AND m.status = 'active' \
-         AND m.expires_at > $2 ORDER BY m.created_at DESC, m.id"
+        "SELECT {COLUMNS} FROM {MESSAGES} WHERE m.recipient_id = $1 AND m.organisation_id = $2 \
+         AND m.status = 'active' AND m.expires_at > $3 ORDER BY m.created_at DESC, m.id"
     ))
     .bind(recipient.to_string())
+    .bind(organisation.to_string())
     .bind(now)
     .fetch_all(conn)
     .await?

@@ -1,4 +1,7 @@
-//! Patients: one row per phone number, enrolled or not.
+//! Patients: one row per organisation and phone number, enrolled or not. The same number
+//! texted by two organisations is two patients, with two passwords: a patient record answers
+//! only to its own organisation, so no organisation learns that a number is another's patient
+//! (issue 10, part 1).
 //!
 //! An enrollment's password material is stored so that a copy of the database without the data
 //! key is no offline password oracle (see `shared::at_rest`): the verifier is peppered, and the
@@ -9,9 +12,10 @@
 use rand_core::OsRng;
 use shared::at_rest::{DataKey, PasswordRecord, PepperedVerifier};
 use shared::bundle::KeyBundle;
-use shared::ids::RecipientId;
+use shared::ids::{OrganisationId, RecipientId};
 use shared::kdf::{AuthKey, KdfParams, Salt, Verifier};
 use shared::keys::PublicKey;
+use shared::phone::PhoneNumber;
 use sqlx::{AnyConnection, Row};
 
 use super::throttle::Counter;
@@ -130,7 +134,7 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<Recipient> {
     })
 }
 
-/// The patient with this phone lookup hash.
+/// The patient with this lookup hash ([`PhoneNumber::lookup`]: one organisation's patient).
 pub async fn find_by_phone(
     conn: &mut AnyConnection,
     lookup: &[u8; 32],
@@ -163,19 +167,22 @@ pub async fn get(conn: &mut AnyConnection, id: RecipientId) -> StoreResult<Optio
         .transpose()
 }
 
-/// The patient with this phone number, created (not enrolled) if new.
+/// The organisation's patient with this phone number (`lookup`, [`PhoneNumber::lookup`] for
+/// `organisation`), created (not enrolled) if new.
 pub async fn get_or_create(
     conn: &mut AnyConnection,
     new_id: RecipientId,
+    organisation: OrganisationId,
     lookup: &[u8; 32],
     phone_sealed: Vec<u8>,
     now: i64,
 ) -> StoreResult<Recipient> {
     sqlx::query(
-        "INSERT INTO recipients (id, phone_lookup, phone_sealed, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (phone_lookup) DO NOTHING",
+        "INSERT INTO recipients (id, organisation_id, phone_lookup, phone_sealed, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (phone_lookup) DO NOTHING",
     )
     .bind(new_id.to_string())
+    .bind(organisation.to_string())
     .bind(lookup.to_vec())
     .bind(phone_sealed)
     .bind(now)
@@ -216,6 +223,24 @@ pub async fn enroll(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// What [`upgrade`] converted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upgraded {
+    /// Password records sealed ([`seal_plain_records`]).
+    pub sealed: u64,
+    /// Patients given to their organisation ([`scope_to_organisations`]).
+    pub scoped: u64,
+}
+
+/// Converts what earlier versions stored and SQL migrations cannot, for want of the data key;
+/// every start that holds the data key runs it (`relay serve`, the `relay patient` commands).
+pub async fn upgrade(store: &Store, key: &DataKey) -> StoreResult<Upgraded> {
+    Ok(Upgraded {
+        sealed: seal_plain_records(store, key).await?,
+        scoped: scope_to_organisations(store, key).await?,
+    })
 }
 
 /// Seals the password material of enrollments stored before migration 0004 (salt, parameters
@@ -259,6 +284,45 @@ pub async fn seal_plain_records(store: &Store, key: &DataKey) -> StoreResult<u64
     }
     tx.commit().await?;
     Ok(rows.len() as u64)
+}
+
+/// Gives each patient stored before migration 0008 to the organisation that messaged it first
+/// and rehashes its lookup for that organisation ([`PhoneNumber::lookup`]), which SQL cannot do
+/// without the data key. Another organisation's earlier messages stay with the patient (they
+/// are wrapped to its key); that organisation's next message creates a patient of its own.
+/// A row no message names is left unscoped: no lookup finds it. Idempotent; returns how many
+/// rows it converted.
+pub async fn scope_to_organisations(store: &Store, key: &DataKey) -> StoreResult<u64> {
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(
+        "SELECT r.id, r.phone_sealed, (SELECT m.organisation_id FROM messages m \
+         WHERE m.recipient_id = r.id ORDER BY m.created_at, m.id LIMIT 1) AS first_sender \
+         FROM recipients r WHERE r.organisation_id IS NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut converted = 0;
+    for unscoped in &rows {
+        let Some(organisation) = row::parsed_opt::<OrganisationId>(unscoped, "first_sender")?
+        else {
+            continue;
+        };
+        let sealed: Vec<u8> = unscoped.try_get("phone_sealed")?;
+        let phone =
+            PhoneNumber::open(key, &sealed).map_err(|e| StoreError::corrupt("phone number", e))?;
+        sqlx::query(
+            "UPDATE recipients SET organisation_id = $1, phone_lookup = $2 \
+             WHERE id = $3 AND organisation_id IS NULL",
+        )
+        .bind(organisation.to_string())
+        .bind(phone.lookup(key, organisation).to_vec())
+        .bind(unscoped.try_get::<String, _>("id")?)
+        .execute(&mut *tx)
+        .await?;
+        converted += 1;
+    }
+    tx.commit().await?;
+    Ok(converted)
 }
 
 /// Forgets the enrollment (forgotten password) and raises the enrollment epoch, so that no link

@@ -6,7 +6,7 @@
 //! database may keep.
 
 use rand_core::OsRng;
-use shared::ids::{RecipientId, SessionId};
+use shared::ids::{OrganisationId, RecipientId, SessionId};
 use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
@@ -23,6 +23,8 @@ pub struct SessionRow {
     pub id: SessionId,
     /// Whose session.
     pub recipient_id: RecipientId,
+    /// The organisation whose link opened it: the session lists only its messages.
+    pub organisation_id: OrganisationId,
     /// The relay half, sealed with the data key.
     pub relay_half_sealed: Vec<u8>,
     /// Last request.
@@ -40,6 +42,8 @@ pub struct NewSession<'a> {
     pub token: TokenHash,
     /// Whose.
     pub recipient_id: RecipientId,
+    /// The organisation whose link the patient unlocked through.
+    pub organisation_id: OrganisationId,
     /// Relay half, sealed with the data key.
     pub relay_half_sealed: &'a [u8],
     /// Start.
@@ -54,12 +58,13 @@ pub async fn create(conn: &mut AnyConnection, session: &NewSession<'_>) -> Store
     let key = row_keys::create(&mut *conn, Kind::Session, &id).await?;
     let stored = key.seal(RELAY_HALF, &id, session.relay_half_sealed, &mut OsRng);
     sqlx::query(
-        "INSERT INTO sessions (id, token_hash, recipient_id, relay_half, created_at, last_seen_at, \
-         expires_at) VALUES ($1, $2, $3, $4, $5, $5, $6)",
+        "INSERT INTO sessions (id, token_hash, recipient_id, organisation_id, relay_half, \
+         created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
     )
     .bind(id)
     .bind(session.token.as_bytes().to_vec())
     .bind(session.recipient_id.to_string())
+    .bind(session.organisation_id.to_string())
     .bind(stored)
     .bind(session.now)
     .bind(session.expires_at)
@@ -76,7 +81,7 @@ pub async fn live_by_token(
     idle_seconds: i64,
 ) -> StoreResult<Option<SessionRow>> {
     let row = sqlx::query(
-        "SELECT s.id, s.recipient_id, s.relay_half, k.key, s.last_seen_at, s.expires_at \
+        "SELECT s.id, s.recipient_id, s.organisation_id, s.relay_half, k.key, s.last_seen_at, s.expires_at \
          FROM sessions s JOIN row_keys k ON k.kind = 'session' AND k.row_id = s.id \
          WHERE s.token_hash = $1 AND s.ended_at IS NULL AND s.relay_half IS NOT NULL \
          AND s.expires_at > $2 AND s.last_seen_at > $3",
@@ -96,6 +101,7 @@ pub async fn live_by_token(
         Ok(SessionRow {
             id,
             recipient_id: row::parsed(&row, "recipient_id")?,
+            organisation_id: row::parsed(&row, "organisation_id")?,
             relay_half_sealed: relay_half_sealed.to_vec(),
             last_seen_at: row.try_get("last_seen_at")?,
             expires_at: row.try_get("expires_at")?,

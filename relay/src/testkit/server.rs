@@ -233,7 +233,7 @@ impl TestRelay {
     pub async fn boot(&mut self, limits: Limits) {
         let store = Store::open(&self.store_url()).await.unwrap();
         let data_key = DataKey::from_base64url(&self.data_key).unwrap();
-        crate::store::recipients::seal_plain_records(&store, &data_key)
+        crate::store::recipients::upgrade(&store, &data_key)
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -457,9 +457,10 @@ impl TestRelay {
         references
     }
 
-    /// Forgets the patient's enrollment (the operator's reset for a forgotten password).
+    /// Forgets the patient's enrollment with each organisation (the operator's reset for a
+    /// forgotten password).
     pub async fn reset_enrollment(&self, phone: &str) {
-        crate::admin::reset_enrollment(self.state().store(), self.state().data_key(), phone)
+        crate::admin::reset_enrollment(self.state().store(), self.state().data_key(), phone, None)
             .await
             .unwrap();
     }
