@@ -19,6 +19,8 @@
 //! - [`at_rest`]: the relay's data key for phone numbers and queued SMS bodies at rest.
 //! - [`phone`]: the E.164 rule and phone numbers sealed at rest.
 //! - [`token`]: random bearer tokens (links, sessions, API keys) and their stored hashes.
+//! - [`identity_check`]: the enrollment check (date of birth, enrollment code) run as SPAKE2
+//!   between the patient's browser and the organisation's agent, bound to the enrolled key.
 //! - [`audit`]: the per-organisation, hash-chained audit log (ids and codes only, no PHI).
 //! - [`ids`], [`encoding`], [`error`]: identifiers, base64url transport helpers, the error type.
 //!
@@ -38,6 +40,7 @@ pub mod bundle;
 pub mod encoding;
 pub mod envelope;
 pub mod error;
+pub mod identity_check;
 pub mod ids;
 pub mod kdf;
 pub mod keyfile;

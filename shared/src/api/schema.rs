@@ -8,6 +8,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, SchemaFormat};
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::identity_check::{Confirmation, PakeMessage};
 use crate::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use crate::kdf::{Salt, Verifier};
 use crate::keys::{Fingerprint, PublicKey};
@@ -84,6 +85,25 @@ impl PartialSchema for PublicKey {
     }
 }
 
+impl PartialSchema for PakeMessage {
+    fn schema() -> RefOr<Schema> {
+        text(
+            "Enrollment-check SPAKE2 message (side byte and Ed25519 point, 33 bytes), unpadded base64url.",
+            None,
+            Some("^[A-Za-z0-9_-]{44}$"),
+        )
+    }
+}
+impl PartialSchema for Confirmation {
+    fn schema() -> RefOr<Schema> {
+        text(
+            "Enrollment-check key confirmation (HMAC-SHA256, 32 bytes), unpadded base64url.",
+            None,
+            Some("^[A-Za-z0-9_-]{43}$"),
+        )
+    }
+}
+
 macro_rules! named {
     ($($name:ident),*) => {
         $(impl ToSchema for $name {
@@ -101,5 +121,7 @@ named!(
     Salt,
     Verifier,
     Fingerprint,
-    PublicKey
+    PublicKey,
+    PakeMessage,
+    Confirmation
 );
