@@ -7,7 +7,7 @@ export SECURETEXT_CACHE="${SECURETEXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sec
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SECURETEXT_CACHE}/target}"
 VECTOR_VENV="${SECURETEXT_CACHE}/vector-venv"
 # Pinned Python packages of shared/tests/vectors/verify_vectors.py.
-VECTOR_REQUIREMENTS=(cryptography==50.0.2 argon2-cffi==25.1.0 argon2-cffi-bindings==26.2.0 cffi==2.1.1 pycparser==3.12)
+VECTOR_REQUIREMENTS=(cryptography==50.0.2 argon2-cffi==25.1.0 argon2-cffi-bindings==26.2.0 cffi==2.1.1 pycparser==3.12 spake2==0.9)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }

@@ -1,4 +1,5 @@
-//! Checks the code against the committed test vectors (`tests/vectors/v1.json`), recomputing
+//! Checks the code against the committed test vectors (`tests/vectors/v1.json` and
+//! `tests/vectors/enrollment-check-v1.json`), recomputing
 //! every intermediate value with the primitives directly where the API keeps it secret, and
 //! checks that `docs/PROTOCOL.md` quotes the same values and labels.
 
@@ -6,19 +7,25 @@ mod common;
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use common::enrollment_check_file::{EnrollmentCheckFile, FixedRng};
 use common::vector_file::*;
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use shared::bundle::{self, KeyBundle, SealBinding};
 use shared::encoding::b64u_encode;
 use shared::envelope::{Content, ContentKey, Envelope, Header, Wrap, WrapRole};
-use shared::ids::{RecipientId, SessionId};
+use shared::identity_check::{
+    self, CheckAnswer, CheckContext, CheckKind, Confirmation, PakeMessage, PatientCheck,
+};
+use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use shared::kdf::{self, AuthKey, Password, Salt, derive_password_keys};
-use shared::keys::PrivateKey;
+use shared::keys::{Fingerprint, PrivateKey};
 use shared::session::{self, DeviceHalf, RelayHalf, SessionBlob};
 use shared::token::{Token, TokenKind};
 
 const VECTORS: &str = include_str!("vectors/v1.json");
+const CHECK_VECTORS: &str = include_str!("vectors/enrollment-check-v1.json");
 const PROTOCOL: &str = include_str!("../../docs/PROTOCOL.md");
 
 fn file() -> VectorFile {
@@ -350,11 +357,161 @@ fn token_hash_vectors() {
     }
 }
 
+#[test]
+fn enrollment_check_vectors() {
+    let file: EnrollmentCheckFile = serde_json::from_str(CHECK_VECTORS).expect("file parses");
+    assert_eq!(file.format_version, shared::FORMAT_VERSION);
+    assert!(file.enrollment_check.len() >= 5);
+    let (id_a, id_b) = (
+        spake2::Identity::new(b"securetext/v1/enrollment-check/patient"),
+        spake2::Identity::new(b"securetext/v1/enrollment-check/agent"),
+    );
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let mut verdicts = Vec::new();
+    for v in &file.enrollment_check {
+        let n = &v.name;
+        let message = MessageId::parse(&v.message_id).unwrap();
+        let organisation = OrganisationId::parse(&v.organisation_id).unwrap();
+        let (pa, pb) = (&v.patient, &v.agent);
+
+        // The primitives, from the vector's password inputs and randomness.
+        for side in [pa, pb] {
+            let mut input = b"securetext/v1/enrollment-check/password".to_vec();
+            input.extend_from_slice(message.as_bytes());
+            input.extend_from_slice(organisation.as_bytes());
+            input.extend_from_slice(&(side.answer.len() as u32).to_be_bytes());
+            input.extend_from_slice(side.answer.as_bytes());
+            assert_eq!(
+                hex::encode(&input),
+                side.password_input,
+                "{n}: password input"
+            );
+        }
+        let (state_a, message_a) = spake2::Spake2::<spake2::Ed25519Group>::start_a_with_rng(
+            &spake2::Password::new(h(&pa.password_input)),
+            &id_a,
+            &id_b,
+            FixedRng::new(h(&pa.rng)),
+        );
+        let (state_b, message_b) = spake2::Spake2::<spake2::Ed25519Group>::start_b_with_rng(
+            &spake2::Password::new(h(&pb.password_input)),
+            &id_a,
+            &id_b,
+            FixedRng::new(h(&pb.rng)),
+        );
+        assert_eq!(hex::encode(&message_a), pa.message, "{n}: patient message");
+        assert_eq!(hex::encode(&message_b), pb.message, "{n}: agent message");
+        let keys = [
+            state_a.finish(&message_b).unwrap(),
+            state_b.finish(&message_a).unwrap(),
+        ];
+        for (side, key) in [(pa, &keys[0]), (pb, &keys[1])] {
+            assert_eq!(hex::encode(key), side.key, "{n}: K");
+            let hkdf = Hkdf::<Sha256>::new(None, key);
+            let (mut k_patient, mut k_agent) = ([0u8; 32], [0u8; 32]);
+            hkdf.expand(
+                b"securetext/v1/enrollment-check/patient-confirm",
+                &mut k_patient,
+            )
+            .unwrap();
+            hkdf.expand(
+                b"securetext/v1/enrollment-check/agent-confirm",
+                &mut k_agent,
+            )
+            .unwrap();
+            assert_eq!(hex::encode(k_patient), side.k_patient, "{n}: k_patient");
+            assert_eq!(hex::encode(k_agent), side.k_agent, "{n}: k_agent");
+            let mut transcript = b"securetext/v1/enrollment-check/transcript".to_vec();
+            transcript.extend_from_slice(message.as_bytes());
+            transcript.extend_from_slice(organisation.as_bytes());
+            transcript.extend_from_slice(&h(&side.fingerprint));
+            transcript.extend_from_slice(&message_a);
+            transcript.extend_from_slice(&message_b);
+            assert_eq!(hex::encode(&transcript), side.transcript, "{n}: transcript");
+            let (patient_mac, agent_mac) =
+                (hmac(&k_patient, &transcript), hmac(&k_agent, &transcript));
+            let (sent, expected) = if std::ptr::eq(side, pa) {
+                (patient_mac, agent_mac)
+            } else {
+                (agent_mac, patient_mac)
+            };
+            assert_eq!(sent, side.confirmation, "{n}: confirmation");
+            assert_eq!(
+                expected, side.expected_confirmation,
+                "{n}: expected confirmation"
+            );
+        }
+        assert_eq!(
+            v.agent_verified,
+            pa.expected_confirmation == pb.confirmation
+        );
+        assert_eq!(
+            v.patient_verified,
+            pb.expected_confirmation == pa.confirmation
+        );
+
+        // The API, from the answers as typed, reproduces every value it shows.
+        let kind: CheckKind = serde_json::from_value(serde_json::json!(v.kind)).unwrap();
+        let context = CheckContext {
+            message_id: &message,
+            organisation_id: &organisation,
+        };
+        let answer = |side: &common::enrollment_check_file::CheckSide| {
+            CheckAnswer::new(kind, side.date_of_birth.as_deref(), side.code.as_deref()).unwrap()
+        };
+        let (check, sent_a) = PatientCheck::start(&answer(pa), &context, FixedRng::new(h(&pa.rng)));
+        assert_eq!(
+            hex::encode(sent_a.as_bytes()),
+            pa.message,
+            "{n}: API patient message"
+        );
+        let relayed_a = PakeMessage::from_base64url(&sent_a.to_base64url()).unwrap();
+        let (reply, expected) = identity_check::answer_attempt(
+            &answer(pb),
+            &context,
+            &relayed_a,
+            &Fingerprint::parse(&pb.fingerprint).unwrap(),
+            FixedRng::new(h(&pb.rng)),
+        )
+        .unwrap();
+        assert_eq!(hex::encode(reply.message.as_bytes()), pb.message);
+        assert_eq!(hex::encode(reply.confirmation.as_bytes()), pb.confirmation);
+        assert_eq!(
+            hex::encode(*expected.to_stored_bytes()),
+            pb.expected_confirmation
+        );
+        let finish = check
+            .finish(
+                &PakeMessage::from_bytes(&h(&pb.message)).unwrap(),
+                &Confirmation::from_bytes(arr(&pb.confirmation)),
+                &Fingerprint::parse(&pa.fingerprint).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(hex::encode(finish.confirmation.as_bytes()), pa.confirmation);
+        assert_eq!(
+            finish.agent_verified, v.agent_verified,
+            "{n}: agent_verified"
+        );
+        assert_eq!(
+            expected.matches(&finish.confirmation),
+            v.patient_verified,
+            "{n}: patient_verified"
+        );
+        verdicts.push((v.agent_verified, v.patient_verified));
+    }
+    assert!(verdicts.contains(&(true, true)) && verdicts.contains(&(false, false)));
+}
+
 /// The document describes the file: it names it, uses the same labels as the code, and every
 /// hex value it quotes in its "Test vectors" section is in the file.
 #[test]
 fn protocol_document_agrees_with_vectors_and_code() {
     assert!(PROTOCOL.contains("shared/tests/vectors/v1.json"));
+    assert!(PROTOCOL.contains("shared/tests/vectors/enrollment-check-v1.json"));
     for label in [
         kdf::PASSWORD_KEYS_SALT,
         kdf::SEAL_KEY_INFO,
@@ -366,6 +523,13 @@ fn protocol_document_agrees_with_vectors_and_code() {
         shared::token::TOKEN_HASH_PREFIX,
         shared::envelope::WRAP_LABEL_PREFIX.as_bytes(),
         shared::envelope::HEADER_MAGIC,
+        identity_check::PASSWORD_INPUT_PREFIX,
+        identity_check::PATIENT_IDENTITY,
+        identity_check::AGENT_IDENTITY,
+        identity_check::PATIENT_CONFIRM_INFO,
+        identity_check::AGENT_CONFIRM_INFO,
+        identity_check::TRANSCRIPT_PREFIX,
+        identity_check::CODE_ALPHABET,
     ] {
         let label = std::str::from_utf8(label).unwrap();
         assert!(
@@ -384,8 +548,8 @@ fn protocol_document_agrees_with_vectors_and_code() {
     assert!(quoted.len() >= 5, "the section quotes vector values");
     for value in quoted {
         assert!(
-            VECTORS.contains(value),
-            "PROTOCOL.md quotes {value}, absent from v1.json"
+            VECTORS.contains(value) || CHECK_VECTORS.contains(value),
+            "PROTOCOL.md quotes {value}, absent from the vector files"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod enrollment_check_file;
 pub mod vector_file;
 
 use shared::envelope::{Content, ContentType, Direction, Header};

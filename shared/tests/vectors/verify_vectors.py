@@ -2,23 +2,28 @@
 """Independent check of the SecureText protocol test vectors (format version 1).
 
 This is a second implementation of the byte-level rules that shares no code with the Rust
-crate: it recomputes every value in v1.json from the JSON alone, following docs/PROTOCOL.md
-(and the "# Wire format" sections of shared/src/*.rs). If it passes, the document plus the
-vectors are enough for another language to interoperate.
+crate: it recomputes every value in v1.json and enrollment-check-v1.json from the JSON alone,
+following docs/PROTOCOL.md (and the "# Wire format" sections of shared/src/*.rs). If it passes,
+the document plus the vectors are enough for another language to interoperate. The enrollment
+check's SPAKE2 is python-spake2 (Brian Warner's, the implementation the Rust `spake2` crate was
+ported from), driven through its public API with each vector's randomness.
 
 Requirements (tested with Python 3.11; standard library plus):
-    python3 -m pip install cryptography==50.0.2 argon2-cffi==25.1.0
+    python3 -m pip install cryptography==50.0.2 argon2-cffi==25.1.0 spake2==0.9
+(scripts/lib.sh pins the full set CI installs.)
 
 Run from the repository root:
-    python3 shared/tests/vectors/verify_vectors.py [path/to/v1.json]
-(default: v1.json next to this script). Prints one line per check group and exits non-zero
+    python3 shared/tests/vectors/verify_vectors.py [path/to/v1.json [path/to/enrollment-check-v1.json]]
+(default: the files next to this script). Prints one line per check group and exits non-zero
 on any mismatch.
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
+import re
 import struct
 import sys
 import unicodedata
@@ -30,10 +35,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from spake2 import SPAKE2_A, SPAKE2_B
+from spake2.parameters.ed25519 import ParamsEd25519
 
 SEALED_KEY_LABEL = b"securetext/v1/sealed-private-key"
 SESSION_BLOB_LABEL = b"securetext/v1/session-blob"
 FORMAT_VERSION = 1
+CHECK_PASSWORD_LABEL = b"securetext/v1/enrollment-check/password"
+CHECK_PATIENT_ID = b"securetext/v1/enrollment-check/patient"
+CHECK_AGENT_ID = b"securetext/v1/enrollment-check/agent"
+CHECK_PATIENT_CONFIRM = b"securetext/v1/enrollment-check/patient-confirm"
+CHECK_AGENT_CONFIRM = b"securetext/v1/enrollment-check/agent-confirm"
+CHECK_TRANSCRIPT_LABEL = b"securetext/v1/enrollment-check/transcript"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 DIRECTIONS = {"to_recipient": 1, "to_organisation": 2}
 CONTENT_TYPES = {"text/plain": 1}
 
@@ -161,7 +175,7 @@ class Group:
 
     def report(self, vectors):
         status = "OK" if not self.failures else f"FAILED ({len(self.failures)})"
-        print(f"{self.name:<13} {vectors} vectors, {self.checks:>3} checks  {status}")
+        print(f"{self.name:<16} {vectors} vectors, {self.checks:>3} checks  {status}")
         for failure in self.failures:
             print(f"    MISMATCH {failure}")
         return not self.failures
@@ -335,6 +349,106 @@ def check_token_hash(g, vectors):
         g.eq(f"{kind}: hash", digest.hexdigest(), v["hash"])
 
 
+def canonical_date_of_birth(text):
+    """Trimmed; exactly YYYY-MM-DD in ASCII digits; a real date from 1900-01-01 to 2100-12-31."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        raise ValueError(f"not YYYY-MM-DD: {text!r}")
+    date = datetime.date(int(text[0:4]), int(text[5:7]), int(text[8:10]))  # checks the calendar
+    if not 1900 <= date.year <= 2100:
+        raise ValueError(f"year outside 1900 to 2100: {text!r}")
+    return text
+
+
+def canonical_code(text):
+    """Trimmed; spaces and '-' removed; upper case; O -> 0, I and L -> 1; 10 Crockford symbols."""
+    code = text.strip().replace(" ", "").replace("-", "").upper()
+    code = code.replace("O", "0").replace("I", "1").replace("L", "1")
+    if len(code) != 10 or any(c not in CROCKFORD for c in code):
+        raise ValueError(f"not an enrollment code: {text!r}")
+    return code
+
+
+def check_answer(kind, date_of_birth, code):
+    parts = []
+    if kind in ("date_of_birth", "date_of_birth_and_code"):
+        parts.append("dob:" + canonical_date_of_birth(date_of_birth))
+    elif date_of_birth is not None:
+        raise ValueError("date of birth given, but not asked")
+    if kind in ("code", "date_of_birth_and_code"):
+        parts.append("code:" + canonical_code(code))
+    elif code is not None:
+        raise ValueError("code given, but not asked")
+    return "\n".join(parts)
+
+
+def fixed_entropy(rust_rng_bytes):
+    """python-spake2 reads 64 bytes as a big-endian integer and reduces it modulo the group
+    order; curve25519-dalek's Scalar::random reads the 64 bytes the generator gives as a
+    little-endian integer and reduces it the same way. The same scalar therefore comes from the
+    same bytes reversed."""
+    calls = []
+
+    def entropy_f(n):
+        if n != 64 or calls:
+            raise ValueError(f"unexpected request for {n} bytes of entropy")
+        calls.append(n)
+        return bytes(reversed(rust_rng_bytes))
+    return entropy_f
+
+
+def check_enrollment_check(g, vectors):
+    for v in vectors:
+        n = g.current = v["name"]
+        mid, org = uuid_bytes(v["message_id"]), uuid_bytes(v["organisation_id"])
+        pa, pb = v["patient"], v["agent"]
+
+        pws = []
+        for who, side in (("patient", pa), ("agent", pb)):
+            answer = check_answer(v["kind"], side["date_of_birth"], side["code"])
+            g.eq(f"{n}: {who} canonical answer", answer, side["answer"])
+            pw = (CHECK_PASSWORD_LABEL + mid + org + struct.pack(">I", len(answer.encode()))
+                  + answer.encode())
+            g.eq(f"{n}: {who} password input", pw.hex(), side["password_input"])
+            pws.append(pw)
+
+        a = SPAKE2_A(pws[0], idA=CHECK_PATIENT_ID, idB=CHECK_AGENT_ID, params=ParamsEd25519,
+                     entropy_f=fixed_entropy(hx(pa["rng"])))
+        b = SPAKE2_B(pws[1], idA=CHECK_PATIENT_ID, idB=CHECK_AGENT_ID, params=ParamsEd25519,
+                     entropy_f=fixed_entropy(hx(pb["rng"])))
+        msg_a, msg_b = a.start(), b.start()
+        g.eq(f"{n}: patient message", msg_a.hex(), pa["message"])
+        g.eq(f"{n}: agent message", msg_b.hex(), pb["message"])
+        g.eq(f"{n}: side bytes", (msg_a[0], msg_b[0], len(msg_a), len(msg_b)), (0x41, 0x42, 33, 33))
+        keys = {"patient": a.finish(msg_b), "agent": b.finish(msg_a)}
+
+        macs = {}
+        for who, side in (("patient", pa), ("agent", pb)):
+            key = keys[who]
+            g.eq(f"{n}: {who} K", key.hex(), side["key"])
+            prk = hkdf_extract(b"", key)
+            k_patient = hkdf_expand(prk, CHECK_PATIENT_CONFIRM, 32)
+            k_agent = hkdf_expand(prk, CHECK_AGENT_CONFIRM, 32)
+            g.eq(f"{n}: {who} k_patient", k_patient.hex(), side["k_patient"])
+            g.eq(f"{n}: {who} k_agent", k_agent.hex(), side["k_agent"])
+            transcript = (CHECK_TRANSCRIPT_LABEL + mid + org + hx(side["fingerprint"])
+                          + msg_a + msg_b)
+            g.eq(f"{n}: {who} transcript", transcript.hex(), side["transcript"])
+            patient_mac = hmac.new(k_patient, transcript, hashlib.sha256).digest()
+            agent_mac = hmac.new(k_agent, transcript, hashlib.sha256).digest()
+            sent, expected = ((patient_mac, agent_mac) if who == "patient"
+                              else (agent_mac, patient_mac))
+            g.eq(f"{n}: {who} confirmation", sent.hex(), side["confirmation"])
+            g.eq(f"{n}: {who} expected confirmation", expected.hex(),
+                 side["expected_confirmation"])
+            macs[who] = (sent, expected)
+
+        g.eq(f"{n}: agent_verified", hmac.compare_digest(macs["patient"][1], macs["agent"][0]),
+             v["agent_verified"])
+        g.eq(f"{n}: patient_verified", hmac.compare_digest(macs["agent"][1], macs["patient"][0]),
+             v["patient_verified"])
+
+
 def main(argv):
     path = Path(argv[1]) if len(argv) > 1 else Path(__file__).with_name("v1.json")
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -362,6 +476,16 @@ def main(argv):
     run("rewrap", check_rewrap, keys, {e["name"]: e for e in data["envelope"]})
     run("session_blob", check_session_blob, keys)
     run("token_hash", check_token_hash)
+
+    check_path = Path(argv[2]) if len(argv) > 2 else path.with_name("enrollment-check-v1.json")
+    check_data = json.loads(check_path.read_text(encoding="utf-8"))
+    print(f"{check_path}: format_version {check_data['format_version']}")
+    if check_data["format_version"] != FORMAT_VERSION:
+        ok = False
+        print(f"MISMATCH format_version: got {check_data['format_version']}, "
+              f"expected {FORMAT_VERSION}")
+    data["enrollment_check"] = check_data["enrollment_check"]
+    run("enrollment_check", check_enrollment_check)
     print("all vectors verified" if ok else "VECTOR CHECK FAILED")
     return 0 if ok else 1
 
