@@ -5,6 +5,7 @@ mod common;
 
 use rand_core::OsRng;
 use shared::envelope::{Content, ContentKey};
+use shared::identity_check::{CheckAnswer, EnrollmentCode, ExpectedConfirmation, PatientCheck};
 use shared::kdf::{
     AuthKey, KdfParams, Password, PasswordKeys, Salt, SealingKey, Verifier, derive_password_keys,
 };
@@ -23,6 +24,10 @@ assert_not_impl_any!(Content: Clone, serde::Serialize);
 assert_not_impl_any!(DeviceHalf: Clone, serde::Serialize);
 assert_not_impl_any!(RelayHalf: Clone, serde::Serialize);
 assert_not_impl_any!(Token: Clone, serde::Serialize);
+assert_not_impl_any!(CheckAnswer: Clone, serde::Serialize);
+assert_not_impl_any!(EnrollmentCode: Clone, serde::Serialize);
+assert_not_impl_any!(ExpectedConfirmation: Clone, serde::Serialize);
+assert_not_impl_any!(PatientCheck: Clone, serde::Serialize);
 
 /// Asserts that `debug` shows none of the secret's encodings.
 fn assert_redacted(debug: &str, secret_encodings: &[&str]) {
