@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use shared::ids::{OrganisationId, RecipientId};
+use shared::ids::{CheckAttemptId, OrganisationId, RecipientId};
 use tokio::sync::{Notify, watch};
 
 use crate::state::AppState;
@@ -37,6 +37,10 @@ pub enum Topic {
     Rewraps(OrganisationId),
     /// A message of this patient was re-wrapped to their key.
     Wraps(RecipientId),
+    /// An identity-check attempt of this organisation waits for its agent (answer or verdict).
+    Checks(OrganisationId),
+    /// This identity-check attempt moved on (the patient's viewer waits for it).
+    Check(CheckAttemptId),
 }
 
 impl Topic {
@@ -45,6 +49,8 @@ impl Topic {
         match self {
             Self::Rewraps(organisation) => format!("rewraps:{organisation}"),
             Self::Wraps(recipient) => format!("wraps:{recipient}"),
+            Self::Checks(organisation) => format!("checks:{organisation}"),
+            Self::Check(attempt) => format!("check:{attempt}"),
         }
     }
 
@@ -54,6 +60,8 @@ impl Topic {
         match kind {
             "rewraps" => id.parse().ok().map(Self::Rewraps),
             "wraps" => id.parse().ok().map(Self::Wraps),
+            "checks" => id.parse().ok().map(Self::Checks),
+            "check" => id.parse().ok().map(Self::Check),
             _ => None,
         }
     }
@@ -264,7 +272,13 @@ mod tests {
     fn topics_round_trip_and_reject_anything_else() {
         let organisation = OrganisationId::random(&mut OsRng);
         let recipient = RecipientId::random(&mut OsRng);
-        for topic in [Topic::Rewraps(organisation), Topic::Wraps(recipient)] {
+        let attempt = CheckAttemptId::random(&mut OsRng);
+        for topic in [
+            Topic::Rewraps(organisation),
+            Topic::Wraps(recipient),
+            Topic::Checks(organisation),
+            Topic::Check(attempt),
+        ] {
             assert_eq!(Topic::decode(&topic.encode()), Some(topic));
         }
         for payload in ["", "rewraps", "rewraps:", "wraps:nope", "other:x", ":"] {

@@ -40,6 +40,7 @@ use rand_core::OsRng;
 use shared::api::{ErrorCode, SubmitResponse, SubmitStatus};
 use shared::audit::AuditKind;
 use shared::envelope::{Envelope, WrapRole};
+use shared::identity_check::CheckKind;
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::phone::PhoneNumber;
 use shared::token::{Token, TokenKind};
@@ -75,6 +76,8 @@ pub struct Submission {
     pub envelope: Envelope,
     /// The client's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// What the link asks the patient before enrolling (first contact only).
+    pub identity_check: Option<CheckKind>,
     /// When the request arrived.
     pub now: i64,
 }
@@ -414,6 +417,7 @@ async fn write_one(
         idempotency_key: submission.idempotency_key.as_deref(),
         link: link.hash(TokenKind::Link),
         now: submission.now,
+        identity_check: submission.identity_check,
     };
     if !messages::insert(tx, &message).await? {
         // Another relay inserted this id or idempotency key since phase 1.

@@ -36,16 +36,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use serde::Serialize;
-use shared::api::LongPoll;
+use shared::api::{CheckProgress, LongPoll};
 use shared::envelope::Wrap;
-use shared::ids::{MessageId, OrganisationId, RecipientId};
+use shared::identity_check::{CheckContext, ExpectedConfirmation, MAX_ATTEMPTS, answer_attempt};
+use shared::ids::{CheckAttemptId, MessageId, OrganisationId, RecipientId};
 use shared::keys::Fingerprint;
 
-use crate::client::{Client, PendingRewrap};
+use crate::client::{Client, PendingCheck, PendingRewrap};
 use crate::error::ErrorCode;
 use crate::journal::{Journal, MadeWrap, RecordState, SentRecord, envelope_digest};
 use crate::organisation_key::OrganisationKey;
@@ -78,6 +80,41 @@ pub enum AgentEvent {
         fingerprint: Fingerprint,
         /// Whether this key was pinned now (first use).
         newly_pinned: bool,
+        /// Whether the key passed the message's identity check. A key pinned now without one
+        /// is an unverified first enrollment: whoever opened the link first chose it.
+        identity_verified: bool,
+    },
+    /// The patient's answer to the message's identity check verified, for this key: the relay
+    /// enrolled it, and it is the one key this message is re-wrapped to.
+    IdentityVerified {
+        /// The message.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// The key the answer is bound to.
+        fingerprint: Fingerprint,
+    },
+    /// An answer to the message's identity check did not verify (or came for a message this
+    /// host asked no check for); nothing was enrolled or trusted.
+    IdentityCheckFailed {
+        /// The message.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// Answers the message still accepts (0: send the patient a new message).
+        attempts_left: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The patient enrolled a key that no answer to the message's identity check verified; the
+    /// message is not re-wrapped to it.
+    IdentityCheckPending {
+        /// The message.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// The unverified key.
+        offered: Fingerprint,
     },
     /// The recipient's key differs from the pinned one; the message waits for approval.
     KeyChangeHeld {
@@ -143,6 +180,9 @@ impl AgentEvent {
     pub fn message_id(&self) -> Option<MessageId> {
         match self {
             Self::Rewrapped { message_id, .. }
+            | Self::IdentityVerified { message_id, .. }
+            | Self::IdentityCheckFailed { message_id, .. }
+            | Self::IdentityCheckPending { message_id, .. }
             | Self::KeyChangeHeld { message_id, .. }
             | Self::RecipientChangeHeld { message_id, .. }
             | Self::NotRecorded { message_id }
@@ -170,6 +210,11 @@ impl AgentEvent {
             } => Some(format!(
                 "recipient-held:{message_id}:{offered_recipient_id}:{offered}"
             )),
+            Self::IdentityCheckPending {
+                message_id,
+                offered,
+                ..
+            } => Some(format!("check-pending:{message_id}:{offered}")),
             Self::NotRecorded { message_id } => Some(format!("unrecorded:{message_id}")),
             Self::Alarm { message_id, .. } => Some(format!("alarm:{message_id}")),
             _ => None,
@@ -229,6 +274,10 @@ pub struct Agent {
     pins: PinStore,
     journal: Journal,
     policy: AgentPolicy,
+    /// What the patient's confirmation must be, per identity-check attempt this agent answered
+    /// and has not decided yet. In memory only: after a restart such an attempt fails (the
+    /// patient answers again), which keeps the exchange's secrets off the disk.
+    expected: Mutex<HashMap<CheckAttemptId, ExpectedConfirmation>>,
 }
 
 impl Agent {
@@ -247,6 +296,7 @@ impl Agent {
             pins: PinStore::new(state),
             journal: Journal::new(state),
             policy,
+            expected: Mutex::new(HashMap::new()),
         }
     }
 
@@ -261,15 +311,198 @@ impl Agent {
     /// re-wrapped anything. Only then does the next pass start at once: the relay answers a
     /// long-poll at once while it lists messages the agent leaves alone (held key changes,
     /// messages it did not send, alarms), and asking again at once would spin.
+    ///
+    /// Identity checks come first, without waiting, then the pass waits for whichever comes
+    /// first: an enrollment to re-wrap or a check to answer (a patient waits on both).
     async fn pass(&self, wait: Duration) -> Result<(Vec<AgentEvent>, bool), Error> {
         let mut events = Vec::new();
-        for item in self.client.wait_for_rewraps(wait).await? {
+        let mut progressed = false;
+        for item in self.client.wait_for_checks(Duration::ZERO).await? {
+            progressed |= self.process_check(&item, &mut events).await?;
+        }
+        let rewraps = if progressed {
+            self.client.wait_for_rewraps(Duration::ZERO).await?
+        } else {
+            tokio::select! {
+                rewraps = self.client.wait_for_rewraps(wait) => rewraps?,
+                checks = self.client.wait_for_checks(wait) => {
+                    for item in checks? {
+                        progressed |= self.process_check(&item, &mut events).await?;
+                    }
+                    Vec::new()
+                }
+            }
+        };
+        for item in rewraps {
             self.process(&item, &mut events).await?;
         }
-        let progressed = events
+        progressed |= events
             .iter()
             .any(|event| matches!(event, AgentEvent::Rewrapped { .. }));
         Ok((events, progressed))
+    }
+
+    /// Takes one step of an identity-check attempt: answers it, or decides it once the patient
+    /// confirmed. Returns whether it did something (the patient waits for it).
+    async fn process_check(
+        &self,
+        item: &PendingCheck,
+        events: &mut Vec<AgentEvent>,
+    ) -> Result<bool, Error> {
+        let id = item.message_id;
+        let Some(record) = self.journal.get(id)? else {
+            // Another host's message (or a relay listing what we never sent): that host's
+            // agent answers it, or nobody does.
+            events.push(AgentEvent::NotRecorded { message_id: id });
+            return Ok(false);
+        };
+        let fail = |reason: &str| self.fail_check(item, reason.to_owned());
+        let Some(check) = record.identity_check.clone() else {
+            return fail("this host asked no identity check for the message")
+                .await
+                .map(|event| events.push(event))
+                .map(|()| true);
+        };
+        if record.recipient_id != Some(item.recipient_id) {
+            self.raise_alarm(
+                id,
+                "the relay lists an identity check for another recipient",
+            )?;
+            return fail("the relay lists the check for another recipient than the message's")
+                .await
+                .map(|event| events.push(event))
+                .map(|()| true);
+        }
+        let context = CheckContext {
+            message_id: &item.message_id,
+            organisation_id: &self.organisation_id,
+        };
+        if let Some(confirmation) = &item.patient_confirmation {
+            let verified = self
+                .lock_expected()
+                .get(&item.attempt_id)
+                .is_some_and(|expected| expected.matches(confirmation));
+            let answered_here = self.lock_expected().contains_key(&item.attempt_id);
+            if verified {
+                // Recorded before the verdict: once the relay enrolls the key, this host must
+                // already trust it for this message.
+                self.journal.modify(id, |record| {
+                    if let Some(check) = &mut record.identity_check {
+                        check.verified = Some(item.recipient_fingerprint);
+                    }
+                })?;
+            }
+            let answer = match self.client.check_verdict(item.attempt_id, verified).await {
+                Ok(answer) => answer,
+                Err(Error::Relay(error)) if !error.is_transient() => {
+                    self.lock_expected().remove(&item.attempt_id);
+                    events.push(refusal(id, &error));
+                    return Ok(false);
+                }
+                Err(error) => return Err(error),
+            };
+            self.lock_expected().remove(&item.attempt_id);
+            if answer.progress == CheckProgress::Verified {
+                self.journal.modify(id, |record| {
+                    if let Some(check) = &mut record.identity_check {
+                        check.date_of_birth = None;
+                        check.code = None;
+                    }
+                })?;
+                events.push(AgentEvent::IdentityVerified {
+                    message_id: id,
+                    recipient_id: item.recipient_id,
+                    fingerprint: item.recipient_fingerprint,
+                });
+            } else {
+                let reason = if !answered_here {
+                    "this agent did not answer the attempt (it restarted since)"
+                } else if verified {
+                    "the patient cannot take the key (enrolled meanwhile, or reset)"
+                } else {
+                    "the answer or the key did not match"
+                };
+                events.push(AgentEvent::IdentityCheckFailed {
+                    message_id: id,
+                    recipient_id: item.recipient_id,
+                    attempts_left: answer.attempts_left,
+                    reason: reason.to_owned(),
+                });
+            }
+            return Ok(true);
+        }
+        if item.agent_message.is_some() {
+            // Answered (by another agent of this host, or before a restart); the patient is next.
+            return Ok(false);
+        }
+        let answer = match check.answer()? {
+            Some(answer) if check.answered < MAX_ATTEMPTS => answer,
+            Some(_) => {
+                let event = fail("this agent answered every attempt the message allows").await?;
+                events.push(event);
+                return Ok(true);
+            }
+            None => {
+                let event = fail("an answer verified already").await?;
+                events.push(event);
+                return Ok(true);
+            }
+        };
+        let (reply, expected) = match answer_attempt(
+            &answer,
+            &context,
+            &item.patient_message,
+            &item.recipient_fingerprint,
+            OsRng,
+        ) {
+            Ok(answered) => answered,
+            Err(_) => {
+                let event = fail("the patient's exchange message is malformed").await?;
+                events.push(event);
+                return Ok(true);
+            }
+        };
+        // Counted before the answer leaves: a crash cannot give the relay extra attempts.
+        self.journal.modify(id, |record| {
+            if let Some(check) = &mut record.identity_check {
+                check.answered = check.answered.saturating_add(1);
+            }
+        })?;
+        self.lock_expected().insert(item.attempt_id, expected);
+        match self.client.reply_check(item.attempt_id, &reply).await {
+            Ok(()) => Ok(true),
+            Err(Error::Relay(error)) if !error.is_transient() => {
+                self.lock_expected().remove(&item.attempt_id);
+                events.push(refusal(id, &error));
+                Ok(false)
+            }
+            Err(error) => {
+                self.lock_expected().remove(&item.attempt_id);
+                Err(error)
+            }
+        }
+    }
+
+    /// Fails an attempt (the verdict `false`) and describes why.
+    async fn fail_check(&self, item: &PendingCheck, reason: String) -> Result<AgentEvent, Error> {
+        self.lock_expected().remove(&item.attempt_id);
+        let attempts_left = match self.client.check_verdict(item.attempt_id, false).await {
+            Ok(answer) => answer.attempts_left,
+            Err(Error::Relay(error)) if !error.is_transient() => 0,
+            Err(error) => return Err(error),
+        };
+        Ok(AgentEvent::IdentityCheckFailed {
+            message_id: item.message_id,
+            recipient_id: item.recipient_id,
+            attempts_left,
+            reason,
+        })
+    }
+
+    fn lock_expected(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CheckAttemptId, ExpectedConfirmation>> {
+        self.expected.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs passes until `shutdown` completes, reporting through `report`. Shutdown is
@@ -418,7 +651,22 @@ impl Agent {
             return Ok(());
         }
         let mut newly_pinned = false;
-        match self.pins.check(item.recipient_id, fingerprint)? {
+        let pin = self.pins.check(item.recipient_id, fingerprint)?;
+        let identity_verified = record
+            .identity_check
+            .as_ref()
+            .is_some_and(|check| check.verified == Some(fingerprint));
+        // A message with an identity check is re-wrapped to the key its answer verified, or to
+        // one the organisation trusted already; never to a key that merely enrolled first.
+        if record.identity_check.is_some() && !identity_verified && pin != PinCheck::Matches {
+            events.push(AgentEvent::IdentityCheckPending {
+                message_id: id,
+                recipient_id: item.recipient_id,
+                offered: fingerprint,
+            });
+            return Ok(());
+        }
+        match pin {
             PinCheck::FirstUse => newly_pinned = true,
             PinCheck::Matches => {}
             PinCheck::Changed { pinned, offered } if !self.policy.auto_approve_key_changes => {
@@ -468,7 +716,10 @@ impl Agent {
                 }
             },
         };
-        events.push(self.upload(item, &wrap, newly_pinned).await?);
+        events.push(
+            self.upload(item, &wrap, newly_pinned, identity_verified)
+                .await?,
+        );
         Ok(())
     }
 
@@ -494,6 +745,7 @@ impl Agent {
         item: &PendingRewrap,
         wrap: &Wrap,
         newly_pinned: bool,
+        identity_verified: bool,
     ) -> Result<AgentEvent, Error> {
         let id = item.message_id;
         match self.client.upload_wrap(id, wrap).await {
@@ -510,6 +762,7 @@ impl Agent {
                     recipient_id: item.recipient_id,
                     fingerprint,
                     newly_pinned,
+                    identity_verified,
                 })
             }
             Err(Error::Relay(error)) if !error.is_transient() => Ok(refusal(id, &error)),
@@ -556,6 +809,23 @@ mod tests {
                 recipient_id,
                 fingerprint,
                 newly_pinned: false,
+                identity_verified: false,
+            },
+            AgentEvent::IdentityVerified {
+                message_id,
+                recipient_id,
+                fingerprint,
+            },
+            AgentEvent::IdentityCheckFailed {
+                message_id,
+                recipient_id,
+                attempts_left: 0,
+                reason: String::new(),
+            },
+            AgentEvent::IdentityCheckPending {
+                message_id,
+                recipient_id,
+                offered: fingerprint,
             },
             AgentEvent::KeyChangeHeld {
                 message_id,
@@ -589,6 +859,9 @@ mod tests {
             // A new variant fails to compile here until it is added above (and to the README).
             match event {
                 AgentEvent::Rewrapped { .. }
+                | AgentEvent::IdentityVerified { .. }
+                | AgentEvent::IdentityCheckFailed { .. }
+                | AgentEvent::IdentityCheckPending { .. }
                 | AgentEvent::KeyChangeHeld { .. }
                 | AgentEvent::RecipientChangeHeld { .. }
                 | AgentEvent::KeyChangeAutoApproved { .. }

@@ -19,12 +19,14 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
-    LongPoll, LookupRequest, OrganisationView, PendingRewraps, RegisterKeyRequest, RevokeResponse,
-    SubmitRequest, UploadWrapRequest, UploadWrapResponse,
+    CheckKind, CheckReplyRequest, CheckVerdictRequest, CheckVerdictResponse, LongPoll,
+    LookupRequest, OrganisationView, PendingChecks, PendingRewraps, RegisterKeyRequest,
+    RevokeResponse, SubmitRequest, UploadWrapRequest, UploadWrapResponse,
 };
 use shared::audit::AuditEvent;
 use shared::envelope::{Envelope, Wrap};
-use shared::ids::{MessageId, OrganisationId};
+use shared::identity_check::AgentReply;
+use shared::ids::{CheckAttemptId, MessageId, OrganisationId};
 use shared::keys::{Fingerprint, PublicKey};
 
 use crate::config::{ApiKey, RelayUrl};
@@ -34,7 +36,8 @@ use crate::{Error, RelayError};
 /// [`RecipientView`]'s fingerprint matches its key, a [`StatusView`] or [`SubmitResponse`] is
 /// for the message asked about, every [`PendingRewrap`]'s fingerprint matches its key.
 pub use shared::api::{
-    MessageStatus, PendingRewrap, RecipientView, StatusView, SubmitResponse, SubmitStatus,
+    MessageStatus, PendingCheck, PendingRewrap, RecipientView, StatusView, SubmitResponse,
+    SubmitStatus,
 };
 
 /// How often and how long to retry a request that failed transiently (network error, 5xx,
@@ -186,17 +189,20 @@ impl Client {
     }
 
     /// Submits a sealed envelope for `to` (E.164). `idempotency_key` makes retries safe: the
-    /// relay answers a repeated submission with the message it already stored.
+    /// relay answers a repeated submission with the message it already stored. With
+    /// `identity_check` (first contact only), the patient must answer it before enrolling.
     pub async fn submit(
         &self,
         to: &str,
         envelope: &Envelope,
         idempotency_key: &str,
+        identity_check: Option<CheckKind>,
     ) -> Result<SubmitResponse, Error> {
         let body = json_body(&SubmitRequest {
             to: to.to_owned(),
             envelope: envelope.clone(),
             idempotency_key: Some(idempotency_key.to_owned()),
+            identity_check,
         });
         let receipt: SubmitResponse = self.json(Method::POST, "/v1/messages", body).await?;
         check_message_id(receipt.message_id, envelope.header.message_id)?;
@@ -237,12 +243,7 @@ impl Client {
     /// answer until a patient enrolls or `wait` passes (whole seconds, at most
     /// [`LongPoll::MAX_WAIT_SECONDS`], and kept shorter than this client's request timeout).
     pub async fn wait_for_rewraps(&self, wait: Duration) -> Result<Vec<PendingRewrap>, Error> {
-        let headroom = self
-            .retry
-            .request_timeout
-            .saturating_sub(LONG_POLL_HEADROOM);
-        let seconds = u32::try_from(wait.min(headroom).as_secs()).unwrap_or(u32::MAX);
-        let path = format!("/v1/rewraps?{}", LongPoll::query(seconds));
+        let path = format!("/v1/rewraps?{}", self.long_poll_query(wait));
         let list: PendingRewraps = self.json(Method::GET, &path, None).await?;
         for item in &list.pending {
             if item.recipient_public_key.fingerprint() != item.recipient_fingerprint {
@@ -253,6 +254,43 @@ impl Client {
             }
         }
         Ok(list.pending)
+    }
+
+    /// The identity-check attempts waiting for this organisation's agent, as a long-poll like
+    /// [`Self::wait_for_rewraps`]. Each item's fingerprint is checked against its public key.
+    pub async fn wait_for_checks(&self, wait: Duration) -> Result<Vec<PendingCheck>, Error> {
+        let path = format!("/v1/enrollment-checks?{}", self.long_poll_query(wait));
+        let list: PendingChecks = self.json(Method::GET, &path, None).await?;
+        for item in &list.pending {
+            if item.recipient_public_key.fingerprint() != item.recipient_fingerprint {
+                return Err(Error::BadResponse(format!(
+                    "identity check {}: fingerprint does not match the public key",
+                    item.attempt_id
+                )));
+            }
+        }
+        Ok(list.pending)
+    }
+
+    /// Sends the agent's side of an identity-check exchange.
+    pub async fn reply_check(&self, id: CheckAttemptId, reply: &AgentReply) -> Result<(), Error> {
+        let body = json_body(&CheckReplyRequest {
+            agent_message: reply.message.clone(),
+            agent_confirmation: reply.confirmation.clone(),
+        });
+        let path = format!("/v1/enrollment-checks/{id}/reply");
+        self.text(Method::PUT, &path, body).await.map(drop)
+    }
+
+    /// Gives the agent's verdict on an identity-check attempt.
+    pub async fn check_verdict(
+        &self,
+        id: CheckAttemptId,
+        verified: bool,
+    ) -> Result<CheckVerdictResponse, Error> {
+        let body = json_body(&CheckVerdictRequest { verified });
+        let path = format!("/v1/enrollment-checks/{id}/verdict");
+        self.json(Method::PUT, &path, body).await
     }
 
     /// Uploads a recipient wrap made by the agent; returns the fingerprint the relay installed.
@@ -304,6 +342,17 @@ impl Client {
                 return Ok(events);
             }
         }
+    }
+
+    /// The query of a long-poll of `wait`: whole seconds, at most
+    /// [`LongPoll::MAX_WAIT_SECONDS`], and shorter than this client's request timeout.
+    fn long_poll_query(&self, wait: Duration) -> String {
+        let headroom = self
+            .retry
+            .request_timeout
+            .saturating_sub(LONG_POLL_HEADROOM);
+        let seconds = u32::try_from(wait.min(headroom).as_secs()).unwrap_or(u32::MAX);
+        LongPoll::query(seconds)
     }
 
     async fn json<T: DeserializeOwned>(

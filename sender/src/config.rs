@@ -27,6 +27,7 @@ use shared::keyfile::OrganisationKeyFile;
 use zeroize::Zeroizing;
 
 use crate::Error;
+use crate::send::SendPolicy;
 use crate::state::{StateDir, Versioned, read_private, read_versioned, write_json};
 
 /// A relay API key (bearer token). Never printed; wiped when dropped.
@@ -159,6 +160,9 @@ pub struct ConfigFile {
     /// Where the organisation key file is, if not in the state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Refuse first contacts without an identity check (`securetext policy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_identity_check: bool,
 }
 
 impl Versioned for ConfigFile {
@@ -191,6 +195,8 @@ pub struct Config {
     pub organisation_id: OrganisationId,
     /// The organisation key file.
     pub key_file: PathBuf,
+    /// The organisation's sending rules.
+    pub policy: SendPolicy,
 }
 
 impl Config {
@@ -215,8 +221,23 @@ impl Config {
             api_key,
             organisation_id: file.organisation_id,
             key_file,
+            policy: SendPolicy {
+                require_identity_check: file.require_identity_check,
+            },
             state,
         })
+    }
+
+    /// Sets the organisation's sending rules in `config.json`.
+    pub fn set_policy(state: &StateDir, policy: SendPolicy) -> Result<(), Error> {
+        let mut file: ConfigFile = read_versioned(&state.config_file())?.ok_or_else(|| {
+            Error::Config(format!(
+                "no configuration in {}; run `securetext init` first",
+                state.path().display()
+            ))
+        })?;
+        file.require_identity_check = policy.require_identity_check;
+        Self::save(state, &file)
     }
 
     /// Writes `config.json` (owner-only).

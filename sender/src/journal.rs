@@ -15,7 +15,10 @@
 //!    "phone_hash": hex64 | null (keyed, see crate::pins; salted in records written before
 //!                 pins.json version 2, replaced when the number's binding migrates),
 //!    "wraps": [{"wrap": {role, key_fingerprint, wrapped_key}, "uploaded": bool}],
-//!    "alarm": null | "reason"}}}
+//!    "alarm": null | "reason",
+//!    "identity_check": null | {"kind": "date_of_birth" | "code" | "date_of_birth_and_code",
+//!        "date_of_birth": "YYYY-MM-DD" | null, "code": text | null,
+//!        "answered": u32, "verified": hex64 | null}}}}
 //!
 //! digest = SHA-256("securetext/v1/sender-envelope-digest" || header[72] || nonce[12]
 //!                  || u32(len(ciphertext)) || ciphertext || organisation fingerprint[32]
@@ -26,7 +29,10 @@
 //!
 //! # Invariants
 //! - No plaintext, no phone number and no key that opens anything is written: ids, a digest,
-//!   times, and recipient wraps (ciphertext for the patient's own key).
+//!   times, and recipient wraps (ciphertext for the patient's own key). The one exception is
+//!   the answer of a message's identity check (a date of birth, an enrollment code), which the
+//!   agent needs to take part in the exchange: it is kept only until an answer verifies (then
+//!   erased, leaving the verified fingerprint) or the record is dropped.
 //! - A record is written before its submission, so a message the relay accepted is always
 //!   known here even if the process dies before the answer arrives.
 //! - Records are dropped a day after their message expires; the relay stops serving expired
@@ -37,6 +43,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared::envelope::{Envelope, Wrap, WrapRole};
+use shared::identity_check::{CheckAnswer, CheckKind};
 use shared::ids::{MessageId, RecipientId};
 use shared::keys::Fingerprint;
 
@@ -97,6 +104,55 @@ pub struct SentRecord {
     /// Set when the organisation wrap failed to open: the agent never tries this message again.
     #[serde(default)]
     pub alarm: Option<String>,
+    /// The identity check the patient must pass before the agent trusts their first key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_check: Option<CheckRecord>,
+}
+
+/// A message's identity check, as the agent keeps it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRecord {
+    /// The questions.
+    pub kind: CheckKind,
+    /// The date of birth the patient must give; erased once an answer verified.
+    pub date_of_birth: Option<String>,
+    /// The enrollment code handed to the patient; erased once an answer verified.
+    pub code: Option<String>,
+    /// Attempts this host's agent answered (it answers at most
+    /// [`shared::identity_check::MAX_ATTEMPTS`], whatever the relay counts).
+    #[serde(default)]
+    pub answered: u32,
+    /// The key an answer verified for: the only first key the agent trusts for this message.
+    #[serde(default)]
+    pub verified: Option<Fingerprint>,
+}
+
+impl CheckRecord {
+    /// The answer to take part in the exchange with, while it is kept.
+    pub fn answer(&self) -> Result<Option<CheckAnswer>, Error> {
+        if self.date_of_birth.is_none() && self.code.is_none() {
+            return Ok(None);
+        }
+        CheckAnswer::new(
+            self.kind,
+            self.date_of_birth.as_deref(),
+            self.code.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| Error::Input(format!("the stored identity-check answer: {e}")))
+    }
+}
+
+impl std::fmt::Debug for CheckRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckRecord")
+            .field("kind", &self.kind)
+            .field("answer", &"[redacted]")
+            .field("answered", &self.answered)
+            .field("verified", &self.verified)
+            .finish()
+    }
 }
 
 impl SentRecord {
@@ -112,6 +168,7 @@ impl SentRecord {
             phone_hash: None,
             wraps: Vec::new(),
             alarm: None,
+            identity_check: None,
         }
     }
 

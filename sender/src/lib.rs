@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), sender::Error> {
 //! use sender::config::{ApiKey, RelayUrl};
-//! use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber};
+//! use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, SendPolicy};
 //! use sender::state::StateDir;
 //! use shared::envelope::Content;
 //!
@@ -16,11 +16,13 @@
 //! let me = OrganisationIdentity {
 //!     organisation_id: config.organisation_id,
 //!     public_key: key_file.public_key.clone(),
+//!     policy: SendPolicy::default(),
 //! };
 //! let message = OutgoingMessage {
 //!     to: PhoneNumber::parse("+15551234567")?,
 //!     content: Content { subject: "Results".into(), body: "Your results are ready.".into() },
 //!     lifetime_seconds: sender::send::DEFAULT_LIFETIME_SECONDS,
+//!     identity_check: None,
 //! };
 //! let receipt = client.send(&me, &state, &message).await?;
 //! println!("sent {}", receipt.message_id);

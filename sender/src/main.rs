@@ -15,13 +15,17 @@ use sender::audit::{AnchorStore, verify_log};
 use sender::client::{Client, RetryPolicy};
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::pins::PinStore;
-use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
+use sender::send::{
+    IdentityCheck, OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust, SendPolicy,
+};
 use sender::setup::{InitRequest, new_passphrase, unseal_key};
 use sender::state::{StateDir, unix_now, write_private};
 use sender::{Error, ExitCode};
 use serde_json::json;
 use shared::api::LongPoll;
+use shared::audit::AuditKind;
 use shared::envelope::Content;
+use shared::identity_check::EnrollmentCode;
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password};
 use shared::keys::Fingerprint;
@@ -94,6 +98,47 @@ enum Command {
     /// The organisation's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show or set the organisation's sending rules.
+    Policy {
+        /// Refuse to send a first contact (a patient not enrolled yet) without `--verify`.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        require_identity_check: Option<bool>,
+    },
+}
+
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("use on or off".into()),
+    }
+}
+
+/// The identity check `--verify` asks for, and the enrollment code it generated (to hand to the
+/// patient), if any.
+fn identity_check(
+    verify: &[String],
+) -> Result<Option<(IdentityCheck, Option<EnrollmentCode>)>, Error> {
+    if verify.is_empty() {
+        return Ok(None);
+    }
+    let mut date_of_birth = None;
+    let mut code = None;
+    for item in verify {
+        match item.split_once('=') {
+            Some(("dob", date)) if date_of_birth.is_none() => date_of_birth = Some(date),
+            None if item == "code" && code.is_none() => {
+                code = Some(EnrollmentCode::generate(&mut rand_core::OsRng));
+            }
+            _ => {
+                return Err(Error::Input(format!(
+                    "--verify {item:?}: use dob=YYYY-MM-DD or code, each at most once"
+                )));
+            }
+        }
+    }
+    let check = IdentityCheck::new(date_of_birth, code.as_ref().map(EnrollmentCode::as_str))?;
+    Ok(Some((check, code)))
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +165,11 @@ struct SendArgs {
     /// Lifetime: e.g. 7d, 12h, 30m.
     #[arg(long, default_value = "7d")]
     expires: String,
+    /// Ask a patient who is not enrolled yet to confirm who they are before the agent trusts
+    /// their key: `dob=YYYY-MM-DD` (their date of birth) or `code` (prints a one-time code to
+    /// give the patient in person, on paper or by phone). Repeat for both.
+    #[arg(long = "verify", value_name = "dob=YYYY-MM-DD|code")]
+    verify: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +325,28 @@ async fn run(cli: Cli, output: Output) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Audit(command) => audit(state, overrides, command, output).await,
+        Command::Policy {
+            require_identity_check,
+        } => {
+            if let Some(require) = require_identity_check {
+                Config::set_policy(
+                    &state,
+                    SendPolicy {
+                        require_identity_check: require,
+                    },
+                )?;
+            }
+            let config = Config::load(state, overrides)?;
+            let require = config.policy.require_identity_check;
+            output.result(
+                &format!(
+                    "Identity check for every first contact: {}",
+                    if require { "required" } else { "optional" }
+                ),
+                json!({ "ok": true, "require_identity_check": require }),
+            );
+            Ok(ExitCode::Ok)
+        }
     }
 }
 
@@ -393,6 +465,7 @@ async fn send(
     let to = PhoneNumber::parse(&args.to)?;
     let lifetime_seconds = sender::send::parse_lifetime(&args.expires)?;
     let body = read_body(args.file.as_deref(), output)?;
+    let (identity_check, code) = identity_check(&args.verify)?.unzip();
     let message = OutgoingMessage {
         to,
         content: Content {
@@ -400,17 +473,35 @@ async fn send(
             body: body.to_string(),
         },
         lifetime_seconds,
+        identity_check,
     };
     output.progress("Looking up the recipient, sealing and submitting…");
     let identity = OrganisationIdentity {
         organisation_id: config.organisation_id,
         public_key: key_file.public_key.clone(),
+        policy: config.policy,
     };
     let receipt = client(&config)?.send(&identity, &state, &message).await?;
+    let code = code.flatten();
     let trust = match receipt.recipient {
-        RecipientTrust::FirstContact => "not enrolled yet: first contact; the agent re-wraps \
-                                         the message once the patient enrolls"
+        RecipientTrust::FirstContact {
+            identity_check: None,
+        } => "not enrolled yet: first contact, UNVERIFIED (whoever opens the link first chooses \
+              the password and the key; add --verify to ask the patient to confirm who they \
+              are); the agent re-wraps the message once the patient enrolls"
             .to_owned(),
+        RecipientTrust::FirstContact {
+            identity_check: Some(kind),
+        } => format!(
+            "not enrolled yet: first contact with an identity check ({}); the agent re-wraps the \
+             message only to a key whose enrollment answered it{}",
+            kind.as_str(),
+            code.as_ref().map_or(String::new(), |code| format!(
+                "\nEnrollment code for the patient (give it in person, on paper or by phone, \
+                 never by SMS): {}",
+                code.as_str()
+            ))
+        ),
         RecipientTrust::PinnedNow { fingerprint } => {
             format!("enrolled; key {fingerprint} pinned now (first use)")
         }
@@ -424,7 +515,8 @@ async fn send(
             receipt.recipient_id,
             utc(receipt.expires_at)
         ),
-        json!({ "ok": true, "message": receipt }),
+        json!({ "ok": true, "message": receipt,
+                "enrollment_code": code.as_ref().map(EnrollmentCode::as_str) }),
     );
     Ok(ExitCode::Ok)
 }
@@ -536,9 +628,48 @@ fn describe(event: &AgentEvent) -> String {
             recipient_id,
             fingerprint,
             newly_pinned,
+            identity_verified,
         } => format!(
             "re-wrapped message {message_id} for recipient {recipient_id} (key {fingerprint}{})",
-            if *newly_pinned { ", pinned now" } else { "" }
+            match (*newly_pinned, *identity_verified) {
+                (true, true) => ", pinned now, identity verified",
+                (true, false) => {
+                    ", pinned now: UNVERIFIED first enrollment (no identity check; whoever \
+                     opened the link first chose this key)"
+                }
+                (false, true) => ", identity verified",
+                (false, false) => "",
+            }
+        ),
+        AgentEvent::IdentityVerified {
+            message_id,
+            recipient_id,
+            fingerprint,
+        } => format!(
+            "identity check of message {message_id} passed: recipient {recipient_id} enrolled \
+             key {fingerprint}"
+        ),
+        AgentEvent::IdentityCheckFailed {
+            message_id,
+            recipient_id,
+            attempts_left,
+            reason,
+        } => format!(
+            "identity check of message {message_id} FAILED for recipient {recipient_id}: \
+             {reason}; {attempts_left} answers left{}",
+            if *attempts_left == 0 {
+                " (send the patient a new message to let them enroll)"
+            } else {
+                ""
+            }
+        ),
+        AgentEvent::IdentityCheckPending {
+            message_id,
+            recipient_id,
+            offered,
+        } => format!(
+            "HELD message {message_id}: recipient {recipient_id} enrolled key {offered} without \
+             passing the message's identity check; it is not re-wrapped to that key"
         ),
         AgentEvent::KeyChangeHeld {
             message_id,
@@ -691,6 +822,13 @@ async fn status(
     );
     for event in &status.events {
         human.push_str(&format!("\n  {}  {}", utc(event.at), event.kind));
+        if event.kind == AuditKind::PasswordDisowned {
+            human.push_str(
+                "  <- the patient says they never set a password: someone else may have \
+                 enrolled with their link. Contact the patient by phone, then \
+                 `relay patient reset-enrollment` and send a new message with --verify",
+            );
+        }
     }
     output.result(&human, json!({ "ok": true, "status": status }));
     Ok(ExitCode::Ok)

@@ -841,6 +841,7 @@ mod tests {
             phone_hash: Some(phone_hash.clone()),
             wraps: Vec::new(),
             alarm: None,
+            identity_check: None,
         }
     }
 

@@ -17,12 +17,14 @@
 use rand_core::OsRng;
 use serde::Serialize;
 use shared::envelope::{Content, ContentType, Direction, Envelope, Header};
+use shared::identity_check::{CheckAnswer, CheckKind};
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use shared::keys::{Fingerprint, PublicKey};
+use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::client::{Client, SubmitStatus};
-use crate::journal::{Journal, RecordState, SentRecord};
+use crate::journal::{CheckRecord, Journal, RecordState, SentRecord};
 use crate::pins::{PhoneCheck, PinCheck, PinStore};
 use crate::state::{StateDir, unix_now};
 
@@ -59,6 +61,61 @@ pub fn parse_lifetime(text: &str) -> Result<u64, Error> {
     Ok(seconds)
 }
 
+/// What the patient must answer before the agent trusts the first key enrolled from a
+/// first-contact message's link: something the sender and the patient know and the SMS does
+/// not carry (`docs/PROTOCOL.md`, "Enrollment check"). Kept in the journal for the agent until
+/// an answer verifies; `Debug` redacts it.
+pub struct IdentityCheck {
+    kind: CheckKind,
+    date_of_birth: Option<Zeroizing<String>>,
+    code: Option<Zeroizing<String>>,
+}
+
+impl IdentityCheck {
+    /// A check of the date of birth (`YYYY-MM-DD`), of an enrollment code, or of both; each is
+    /// validated now, so a typo fails the send rather than every patient's answer.
+    pub fn new(date_of_birth: Option<&str>, code: Option<&str>) -> Result<Self, Error> {
+        let kind = match (date_of_birth.is_some(), code.is_some()) {
+            (true, true) => CheckKind::DateOfBirthAndCode,
+            (true, false) => CheckKind::DateOfBirth,
+            (false, true) => CheckKind::Code,
+            (false, false) => {
+                return Err(Error::Input(
+                    "an identity check needs a date of birth, a code, or both".into(),
+                ));
+            }
+        };
+        CheckAnswer::new(kind, date_of_birth, code)
+            .map_err(|e| Error::Input(format!("identity check: {e}")))?;
+        Ok(Self {
+            kind,
+            date_of_birth: date_of_birth.map(|d| Zeroizing::new(d.trim().to_owned())),
+            code: code.map(|c| Zeroizing::new(c.to_owned())),
+        })
+    }
+
+    /// The questions the patient is asked.
+    pub const fn kind(&self) -> CheckKind {
+        self.kind
+    }
+
+    fn record(&self) -> CheckRecord {
+        CheckRecord {
+            kind: self.kind,
+            date_of_birth: self.date_of_birth.as_ref().map(|d| d.to_string()),
+            code: self.code.as_ref().map(|c| c.to_string()),
+            answered: 0,
+            verified: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for IdentityCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityCheck({}, [redacted])", self.kind.as_str())
+    }
+}
+
 /// What to send. The content is wiped from memory when this is dropped.
 #[derive(Debug)]
 pub struct OutgoingMessage {
@@ -68,6 +125,17 @@ pub struct OutgoingMessage {
     pub content: Content,
     /// Seconds until the message expires.
     pub lifetime_seconds: u64,
+    /// The identity check of a first contact (ignored when the patient is enrolled: their key is
+    /// pinned or looked up, not enrolled from this link).
+    pub identity_check: Option<IdentityCheck>,
+}
+
+/// The organisation's rules for sending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendPolicy {
+    /// Refuse a first contact without an identity check (`require_identity_check` in
+    /// `config.json`): whoever opens an unchecked first-contact link first enrolls.
+    pub require_identity_check: bool,
 }
 
 /// Who is sending: the organisation's id and its public key from the local key file. Sending
@@ -78,14 +146,21 @@ pub struct OrganisationIdentity {
     pub organisation_id: OrganisationId,
     /// Its public key (from the key file, not from the relay).
     pub public_key: PublicKey,
+    /// Its sending rules.
+    pub policy: SendPolicy,
 }
 
 /// How the recipient's key was treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RecipientTrust {
-    /// Not enrolled: sealed to the organisation only; the agent re-wraps after enrollment.
-    FirstContact,
+    /// Not enrolled: sealed to the organisation only; the agent re-wraps after enrollment, to
+    /// the key that passed the identity check, or (without one) to whichever key enrolls
+    /// first: an unverified first contact.
+    FirstContact {
+        /// The check the patient must pass, if any.
+        identity_check: Option<CheckKind>,
+    },
     /// Enrolled, and this key was pinned now (first use).
     PinnedNow {
         /// The key's fingerprint.
@@ -149,8 +224,22 @@ impl Client {
                 offered_recipient: offered,
             });
         }
+        let identity_check = match (&recipient, &message.identity_check) {
+            (None, None) if organisation.policy.require_identity_check => {
+                return Err(Error::Input(
+                    "this organisation requires an identity check for every first contact \
+                     (the patient is not enrolled): give the date of birth, an enrollment code, \
+                     or both"
+                        .into(),
+                ));
+            }
+            (None, check) => check.as_ref(),
+            (Some(_), _) => None,
+        };
         let trust = match &recipient {
-            None => RecipientTrust::FirstContact,
+            None => RecipientTrust::FirstContact {
+                identity_check: identity_check.map(IdentityCheck::kind),
+            },
             Some(found) => match pins.check(found.recipient_id, found.fingerprint)? {
                 PinCheck::FirstUse => RecipientTrust::PinnedNow {
                     fingerprint: found.fingerprint,
@@ -188,9 +277,11 @@ impl Client {
         let id = header.message_id;
         let mut record = SentRecord::for_envelope(&envelope);
         record.phone_hash = Some(phone_hash.clone());
+        record.identity_check = identity_check.map(IdentityCheck::record);
         journal.put(id, record)?;
+        let kind = identity_check.map(IdentityCheck::kind);
         let receipt = self
-            .submit(message.to.as_str(), &envelope, &idempotency_key(id))
+            .submit(message.to.as_str(), &envelope, &idempotency_key(id), kind)
             .await?;
         // Binds a new number to the id of its first-contact receipt. A receipt naming another
         // recipient than the bound one is recorded as a pending change; the agent holds the

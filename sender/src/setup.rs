@@ -118,6 +118,7 @@ pub async fn init(
             organisation_id: organisation.id,
             api_key: request.store_api_key.then_some(request.api_key),
             key_file: request.key_file,
+            require_identity_check: false,
         },
     )?;
     client.register_key(key.public_key()).await?;

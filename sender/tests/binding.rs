@@ -11,7 +11,9 @@ use sender::client::RetryPolicy;
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::journal::{Journal, RecordState};
 use sender::pins::PinStore;
-use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
+use sender::send::{
+    OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust, SendPolicy,
+};
 use sender::setup::{InitRequest, unseal_key};
 use sender::state::StateDir;
 use sender::{Client, Error};
@@ -30,6 +32,7 @@ fn message() -> OutgoingMessage {
             body: "Hello".into(),
         },
         lifetime_seconds: 3_600,
+        identity_check: None,
     }
 }
 
@@ -72,6 +75,7 @@ async fn recipient_swaps_are_held() {
     let me = OrganisationIdentity {
         organisation_id,
         public_key: config.load_key_file().unwrap().public_key,
+        policy: SendPolicy::default(),
     };
     let pins = PinStore::new(&state);
     let phone = pins.phone_hash(PHONE).unwrap();
@@ -109,7 +113,12 @@ async fn recipient_swaps_are_held() {
     let approval = pins.approve_recipient_change(earlier, None).unwrap();
     assert_eq!(approval.approved, None);
     let first = client.send(&me, &state, &message()).await.unwrap();
-    assert_eq!(first.recipient, RecipientTrust::FirstContact);
+    assert_eq!(
+        first.recipient,
+        RecipientTrust::FirstContact {
+            identity_check: None
+        }
+    );
     assert_eq!(
         pins.phone_recipient(&phone).unwrap(),
         Some(first.recipient_id)

@@ -14,7 +14,9 @@ use sender::client::{MessageStatus, RetryPolicy, SubmitStatus};
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
 use sender::journal::Journal;
 use sender::pins::PinStore;
-use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust};
+use sender::send::{
+    OrganisationIdentity, OutgoingMessage, PhoneNumber, RecipientTrust, SendPolicy,
+};
 use sender::setup::{InitRequest, unseal_key};
 use sender::state::StateDir;
 use sender::{Client, Error};
@@ -43,6 +45,7 @@ fn message(body: &str) -> OutgoingMessage {
             body: body.into(),
         },
         lifetime_seconds: 3_600,
+        identity_check: None,
     }
 }
 
@@ -111,6 +114,7 @@ async fn flows(backend: Backend) {
     let me = OrganisationIdentity {
         organisation_id,
         public_key: config.load_key_file().unwrap().public_key,
+        policy: SendPolicy::default(),
     };
 
     // First contact: the patient is unknown, so the message is sealed to the organisation only.
@@ -118,7 +122,12 @@ async fn flows(backend: Backend) {
         .send(&me, &state, &message("Your lab results are ready."))
         .await
         .unwrap();
-    assert_eq!(first.recipient, RecipientTrust::FirstContact);
+    assert_eq!(
+        first.recipient,
+        RecipientTrust::FirstContact {
+            identity_check: None
+        }
+    );
     assert_eq!(first.status, SubmitStatus::Queued);
 
     // The agent runs as a task with the key unsealed from the key file.

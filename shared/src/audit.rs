@@ -116,11 +116,20 @@ pub enum AuditKind {
     /// An operator cleared the patient's wrong-password counters and lockouts (support for a
     /// patient locked out by someone else's guesses); the enrollment and sessions stay.
     LockoutCleared,
+    /// An answer to a message's identity check did not verify (the sender's agent's verdict);
+    /// nothing was enrolled or trusted.
+    EnrollmentCheckFailed,
+    /// An answer to a message's identity check verified, and the patient enrolled with the key
+    /// that answer is bound to.
+    EnrollmentVerified,
+    /// The patient said, on the unlock screen, that they never set a password: someone else may
+    /// have enrolled with their link.
+    PasswordDisowned,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order (e.g. for a database check constraint).
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 23] = [
         Self::MessageCreated,
         Self::SmsQueued,
         Self::SmsSent,
@@ -141,6 +150,9 @@ impl AuditKind {
         Self::ApiKeyRevoked,
         Self::OpenFailed,
         Self::LockoutCleared,
+        Self::EnrollmentCheckFailed,
+        Self::EnrollmentVerified,
+        Self::PasswordDisowned,
     ];
 
     /// The snake_case name, as in JSON and in the canonical form.
@@ -166,6 +178,9 @@ impl AuditKind {
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::OpenFailed => "open_failed",
             Self::LockoutCleared => "lockout_cleared",
+            Self::EnrollmentCheckFailed => "enrollment_check_failed",
+            Self::EnrollmentVerified => "enrollment_verified",
+            Self::PasswordDisowned => "password_disowned",
         }
     }
 }

@@ -103,6 +103,11 @@ define_id!(
     "message id"
 );
 define_id!(
+    /// One attempt at a message's identity check (one answer the patient typed).
+    CheckAttemptId,
+    "check attempt id"
+);
+define_id!(
     /// One unlocked viewer session; salts the session-key derivation.
     SessionId,
     "session id"

@@ -7,12 +7,12 @@ use gloo_net::http::{Request, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
-    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList, MessageView,
-    OpenResponse, SessionResponse, UnlockRequest, UnreadableReason, UnreadableRequest,
-    VIEWER_REQUEST_HEADER,
+    CheckConfirmRequest, CheckRequest, CheckStarted, CheckStatus, Confirmation, EnrollRequest,
+    ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList, MessageView, OpenResponse,
+    SessionResponse, UnlockRequest, UnreadableReason, UnreadableRequest, VIEWER_REQUEST_HEADER,
 };
 use shared::bundle::KeyBundle;
-use shared::ids::MessageId;
+use shared::ids::{CheckAttemptId, MessageId};
 use wasm_bindgen::JsValue;
 use zeroize::Zeroize;
 
@@ -102,9 +102,52 @@ pub async fn open(link: &str) -> Result<OpenResponse, ApiError> {
     decode(post_json("/v1/viewer/open", &request).await?).await
 }
 
-/// Enrolls the patient: the public and sealed keys, salt, parameters and verifier.
-pub async fn enroll(request: &EnrollRequest) -> Result<(), ApiError> {
-    empty(post_json("/v1/viewer/enroll", request).await?).await
+/// Enrolls the patient: the public and sealed keys, salt, parameters and verifier. With an
+/// identity check, the relay holds the enrollment (202) and names the attempt to follow.
+pub async fn enroll(request: &EnrollRequest) -> Result<Option<CheckStarted>, ApiError> {
+    let response = post_json("/v1/viewer/enroll", request).await?;
+    if response.status() == 202 {
+        decode(response).await.map(Some)
+    } else {
+        empty(response).await.map(|()| None)
+    }
+}
+
+/// Where an identity-check attempt is; with `wait_seconds` above 0, the relay holds the answer
+/// until the sender's agent has replied or decided (a long-poll).
+pub async fn check_status(
+    link: &str,
+    attempt_id: CheckAttemptId,
+    wait_seconds: u32,
+) -> Result<CheckStatus, ApiError> {
+    let request = CheckRequest {
+        link: link.to_owned(),
+        attempt_id,
+    };
+    let path = format!("/v1/viewer/check?{}", LongPoll::query(wait_seconds));
+    decode(post_json(&path, &request).await?).await
+}
+
+/// Sends the patient's key confirmation of an identity-check attempt.
+pub async fn check_confirm(
+    link: &str,
+    attempt_id: CheckAttemptId,
+    confirmation: Confirmation,
+) -> Result<(), ApiError> {
+    let request = CheckConfirmRequest {
+        link: link.to_owned(),
+        attempt_id,
+        confirmation,
+    };
+    empty(post_json("/v1/viewer/check/confirm", &request).await?).await
+}
+
+/// Tells the sender that the patient never set the password this link asks for.
+pub async fn disown(link: &str) -> Result<(), ApiError> {
+    let request = LinkRequest {
+        link: link.to_owned(),
+    };
+    empty(post_json("/v1/viewer/disown", &request).await?).await
 }
 
 /// Proves the password; the relay sets the session cookie.

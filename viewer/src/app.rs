@@ -12,7 +12,8 @@ use leptos::ev::SubmitEvent;
 use leptos::html::Input;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::api::{ErrorCode, OpenResponse, PatientState};
+use shared::api::{CheckChallenge, ErrorCode, OpenResponse, PatientState};
+use shared::identity_check::CheckAnswer;
 use shared::ids::MessageId;
 use shared::kdf::Password;
 use wasm_bindgen::JsValue;
@@ -62,6 +63,7 @@ fn step_text(step: Step) -> Key {
         Step::Deriving => Key::StepDeriving,
         Step::Generating => Key::StepGenerating,
         Step::Enrolling => Key::StepEnrolling,
+        Step::Confirming => Key::StepConfirming,
         Step::Unlocking => Key::StepUnlocking,
     }
 }
@@ -76,6 +78,9 @@ fn ended_page(code: ErrorCode) -> Option<Screen> {
         ErrorCode::MessageRevoked => Some(Screen::Ended(Key::RevokedTitle, Key::RevokedIntro)),
         ErrorCode::MessageExpired => Some(Screen::Ended(Key::ExpiredTitle, Key::ExpiredIntro)),
         ErrorCode::NotFound => Some(Screen::Ended(Key::UnknownTitle, Key::UnknownIntro)),
+        ErrorCode::CheckAttemptsExhausted => {
+            Some(Screen::Ended(Key::CheckExhaustedTitle, Key::CheckExhausted))
+        }
         _ => None,
     }
 }
@@ -435,11 +440,20 @@ fn choose_view(
     link: StoredValue<Option<String>>,
     selected: RwSignal<Option<MessageId>>,
     opened: impl Fn(Unlocked) + Copy + 'static,
-) -> impl IntoView {
+) -> AnyView {
     let first: NodeRef<Input> = NodeRef::new();
     let second: NodeRef<Input> = NodeRef::new();
+    let birth_date: NodeRef<Input> = NodeRef::new();
+    let code: NodeRef<Input> = NodeRef::new();
     let meter = RwSignal::new(Strength::TooShort);
     let organisation = info.organisation_name.clone();
+    let challenge = match &info.patient {
+        PatientState::New { identity_check, .. } => *identity_check,
+        PatientState::Enrolled { .. } => None,
+    };
+    if challenge.is_some_and(|c| c.attempts_left == 0) {
+        return page_view(lang, Key::CheckExhaustedTitle, Key::CheckExhausted, false).into_any();
+    }
     // Started now, so that its download overlaps the patient's reading and typing.
     let estimator = StoredValue::new_local(Estimator::start().ok());
     let words = StoredValue::new(page_words(&info.organisation_name));
@@ -483,6 +497,24 @@ fn choose_view(
             screen.set(Screen::Choose(info.clone(), problem));
             return;
         }
+        // The answer is checked for form here; whether it is right, only the sender can say.
+        let answer = match challenge {
+            None => None,
+            Some(challenge) => {
+                let typed_date = birth_date.get().map(|f| f.value());
+                let typed_code = code.get().map(|f| zeroize::Zeroizing::new(f.value()));
+                let kind = challenge.kind;
+                let date = typed_date.filter(|_| kind.asks_date_of_birth());
+                let code = typed_code.filter(|_| kind.asks_code());
+                match CheckAnswer::new(kind, date.as_deref(), code.as_ref().map(|c| c.as_str())) {
+                    Ok(answer) => Some(answer),
+                    Err(_) => {
+                        screen.set(Screen::Choose(info.clone(), Some(Key::CheckMalformed)));
+                        return;
+                    }
+                }
+            }
+        };
         let info = info.clone();
         let Some(token) = link.get_value() else {
             return;
@@ -504,10 +536,21 @@ fn choose_view(
             drop(typed);
             screen.set(Screen::Working(Key::StepDeriving));
             let progress = move |step| screen.set(Screen::Working(step_text(step)));
-            match flow::enroll(&token, &info, password, progress).await {
+            match flow::enroll(&token, &info, password, answer, progress).await {
                 Ok(result) => {
                     selected.set(Some(info.message_id));
                     opened(result);
+                }
+                Err(FlowError::CheckFailed { attempts_left }) => {
+                    let mut info = info;
+                    if let PatientState::New {
+                        identity_check: Some(challenge),
+                        ..
+                    } = &mut info.patient
+                    {
+                        challenge.attempts_left = attempts_left;
+                    }
+                    screen.set(Screen::Choose(info, Some(Key::CheckWrong)));
                 }
                 Err(FlowError::Api(error)) if ending(&error).is_some() => {
                     screen.set(ending(&error).unwrap_or(Screen::Network));
@@ -531,6 +574,7 @@ fn choose_view(
             <p class="warning" role="note">{text(lang, Key::ForgottenWarning)}</p>
             {problem.map(|key| view! { <p class="error" role="alert">{text(lang, key)}</p> })}
             <form on:submit=submit>
+                {challenge.map(|challenge| check_fields(lang, challenge, birth_date, code))}
                 <label for="new-password">{text(lang, Key::NewPassword)}</label>
                 <input id="new-password" name="new-password" type="password" autocomplete="new-password"
                     autofocus required minlength=MIN_PASSWORD_CHARS node_ref=first
@@ -546,6 +590,41 @@ fn choose_view(
                 <button type="submit">{text(lang, Key::CreatePassword)}</button>
             </form>
         </section>
+    }
+    .into_any()
+}
+
+/// The "confirm it's you" step of an enrollment the sender asked to check: the questions, and
+/// how many answers are left.
+fn check_fields(
+    lang: Lang,
+    challenge: CheckChallenge,
+    birth_date: NodeRef<Input>,
+    code: NodeRef<Input>,
+) -> impl IntoView {
+    let left = format!(
+        "{} {}",
+        challenge.attempts_left,
+        text(lang, Key::AttemptsLeft)
+    );
+    view! {
+        <fieldset class="check" aria-describedby="check-intro check-left">
+            <legend>{text(lang, Key::CheckTitle)}</legend>
+            <p id="check-intro">{text(lang, Key::CheckIntro)}</p>
+            {challenge.kind.asks_date_of_birth().then(|| view! {
+                <label for="date-of-birth">{text(lang, Key::DateOfBirth)}</label>
+                <input id="date-of-birth" name="date-of-birth" type="date" autocomplete="bday"
+                    required node_ref=birth_date />
+            })}
+            {challenge.kind.asks_code().then(|| view! {
+                <label for="enrollment-code">{text(lang, Key::EnrollmentCode)}</label>
+                <input id="enrollment-code" name="enrollment-code" type="text"
+                    autocomplete="one-time-code" autocapitalize="characters" spellcheck="false"
+                    aria-describedby="code-hint" required node_ref=code />
+                <p id="code-hint" class="hint">{text(lang, Key::EnrollmentCodeHint)}</p>
+            })}
+            <p id="check-left" class="hint" aria-live="polite">{left}</p>
+        </fieldset>
     }
 }
 
@@ -600,6 +679,22 @@ fn unlock_view(
             }
         });
     };
+    // "I never set a password": someone else may have enrolled with the patient's link. The
+    // sender is told (an audit event its tooling reports); the patient is told whom to call.
+    let disown = move |_| {
+        let Some(token) = link.get_value() else {
+            return;
+        };
+        spawn_local(async move {
+            match api::disown(&token).await {
+                Ok(()) => screen.set(Screen::Ended(Key::DisownedTitle, Key::DisownedIntro)),
+                Err(ApiError::Network) => screen.set(Screen::Network),
+                Err(error) => screen.set(
+                    ending(&error).unwrap_or(Screen::Ended(Key::DisownedTitle, Key::ContactSender)),
+                ),
+            }
+        });
+    };
     let notice_view = notice.map(|notice| {
         let message = match notice {
             Notice::Wrong(left) => format!(
@@ -629,6 +724,9 @@ fn unlock_view(
                     autofocus required node_ref=field />
                 <button type="submit">{text(lang, Key::Unlock)}</button>
             </form>
+            <button type="button" class="secondary" on:click=disown>
+                {text(lang, Key::NeverSetPassword)}
+            </button>
         </section>
     }
 }

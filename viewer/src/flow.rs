@@ -11,13 +11,15 @@ use std::collections::{HashMap, HashSet};
 use rand_core::OsRng;
 use shared::Error;
 use shared::api::{
-    EnrollRequest, MessageView, OpenResponse, PatientState, SessionResponse, UnreadableReason,
+    CheckProgress, CheckStarted, EnrollRequest, ErrorCode, LongPoll, MessageView, OpenResponse,
+    PatientState, SessionResponse, UnreadableReason,
 };
 use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::{Envelope, Opened};
+use shared::identity_check::{CheckAnswer, CheckContext, PatientCheck};
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, PasswordKeys, Salt, derive_password_keys};
-use shared::keys::PrivateKey;
+use shared::keys::{Fingerprint, PrivateKey};
 use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -45,6 +47,12 @@ pub enum FlowError {
     /// Decryption or key handling failed: data altered, or a wrong key.
     #[error("decryption or key handling failed")]
     Crypto,
+    /// The answer to the sender's identity check did not match; nothing was enrolled.
+    #[error("the identity check did not match")]
+    CheckFailed {
+        /// Answers the message still accepts.
+        attempts_left: u32,
+    },
 }
 
 /// The steps a long journey reports, for the progress text.
@@ -56,6 +64,8 @@ pub enum Step {
     Generating,
     /// Sending the sealed keys to the relay.
     Enrolling,
+    /// Waiting for the sender to confirm the identity-check answer.
+    Confirming,
     /// Proving the password.
     Unlocking,
 }
@@ -312,15 +322,16 @@ fn keep_for_session(key: &PrivateKey, session: &SessionResponse) -> Result<(), F
     Ok(())
 }
 
-/// First visit: derive keys from the new password, generate and seal the key pair, enroll,
-/// then unlock with the same keys.
+/// First visit: derive keys from the new password, generate and seal the key pair, enroll
+/// (through the sender's identity check when `answer` is given), then unlock with the same keys.
 pub async fn enroll(
     link: &str,
     info: &OpenResponse,
     password: Password,
+    answer: Option<CheckAnswer>,
     progress: impl Fn(Step),
 ) -> Result<Unlocked, FlowError> {
-    let PatientState::New { kdf_params } = &info.patient else {
+    let PatientState::New { kdf_params, .. } = &info.patient else {
         return Err(FlowError::Crypto);
     };
     progress(Step::Deriving);
@@ -345,14 +356,26 @@ pub async fn enroll(
     };
     let bundle = KeyBundle::seal(&private, &binding, &keys.sealing, &mut OsRng)
         .map_err(|_| FlowError::Crypto)?;
-    api::enroll(&EnrollRequest {
+    let fingerprint = bundle.public_key.fingerprint();
+    let context = CheckContext {
+        message_id: &info.message_id,
+        organisation_id: &info.organisation_id,
+    };
+    let check = answer.map(|answer| PatientCheck::start(&answer, &context, OsRng));
+    let (check, first_message) = check.unzip();
+    let started = api::enroll(&EnrollRequest {
         link: link.to_owned(),
         bundle,
         salt,
         kdf_params: *kdf_params,
         verifier: keys.auth.verifier(),
+        identity_check: first_message,
     })
     .await?;
+    if let (Some(started), Some(check)) = (started, check) {
+        progress(Step::Confirming);
+        confirm_identity(link, started, check, &fingerprint).await?;
+    }
     mark("securetext:enrolled");
     progress(Step::Unlocking);
     let session = api::unlock(link, &keys.auth.to_base64url()).await?;
@@ -365,6 +388,60 @@ pub async fn enroll(
         recipient: session.recipient_id,
         idle_timeout_seconds: session.idle_timeout_seconds,
     })
+}
+
+/// Longest time the viewer waits for the sender's agent to take part in an identity check
+/// before it says so (the agent may be down); each wait is one long-poll.
+const CHECK_POLLS: u32 = 15;
+
+/// Follows an identity-check attempt to its end: reads the agent's answer, learns from its
+/// confirmation whether the patient's answer was right, sends the patient's confirmation (also
+/// when it was wrong, so that the sender records the failure), and waits for the verdict.
+async fn confirm_identity(
+    link: &str,
+    started: CheckStarted,
+    check: PatientCheck,
+    fingerprint: &Fingerprint,
+) -> Result<(), FlowError> {
+    let failed = FlowError::CheckFailed {
+        attempts_left: started.attempts_left,
+    };
+    let mut check = Some(check);
+    for _ in 0..CHECK_POLLS {
+        let status =
+            api::check_status(link, started.attempt_id, LongPoll::MAX_WAIT_SECONDS).await?;
+        match status.progress {
+            CheckProgress::Verified => return Ok(()),
+            CheckProgress::Failed => {
+                return Err(FlowError::CheckFailed {
+                    attempts_left: status.attempts_left,
+                });
+            }
+            CheckProgress::Answered => {
+                let (Some(message), Some(confirmation), Some(check)) = (
+                    status.agent_message,
+                    status.agent_confirmation,
+                    check.take(),
+                ) else {
+                    return Err(FlowError::Crypto);
+                };
+                let finish = check
+                    .finish(&message, &confirmation, fingerprint)
+                    .map_err(|_| FlowError::Crypto)?;
+                api::check_confirm(link, started.attempt_id, finish.confirmation).await?;
+                if !finish.agent_verified {
+                    // The agent's confirmation shows the answer was wrong; its verdict follows.
+                    return Err(failed);
+                }
+            }
+            CheckProgress::AwaitingSender | CheckProgress::Confirmed => {}
+        }
+    }
+    Err(FlowError::Api(ApiError::Relay {
+        code: ErrorCode::Unavailable,
+        attempts_left: None,
+        retry_after: None,
+    }))
 }
 
 /// Later visits: derive, prove the password, fetch and unseal the private key.

@@ -172,6 +172,34 @@ pub enum Key {
     UnsafeService,
     /// Label of the patient's key fingerprint (to compare with the sender when asked).
     YourKey,
+    /// Heading of the identity-check step of an enrollment.
+    CheckTitle,
+    /// Why the sender asks, and who sees the answer.
+    CheckIntro,
+    /// Date-of-birth field label.
+    DateOfBirth,
+    /// Enrollment-code field label.
+    EnrollmentCode,
+    /// Where the enrollment code comes from.
+    EnrollmentCodeHint,
+    /// The answer is not a date or a code of the right form.
+    CheckMalformed,
+    /// The answer did not match; nothing was saved.
+    CheckWrong,
+    /// No answers left: heading.
+    CheckExhaustedTitle,
+    /// No answers left: what to do.
+    CheckExhausted,
+    /// Progress: waiting for the sender to confirm the answer.
+    StepConfirming,
+    /// Unlock screen: the patient never chose a password.
+    NeverSetPassword,
+    /// After telling the sender: heading.
+    DisownedTitle,
+    /// After telling the sender: what to do.
+    DisownedIntro,
+    /// Telling the sender failed: contact them directly.
+    ContactSender,
 }
 
 /// The text for `key` in `lang`.
@@ -341,6 +369,44 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Este servicio respondió con ajustes de seguridad inseguros, así que sus mensajes no se abrieron. No lo intente de nuevo; comuníquese con quien le envió el mensaje.",
         ),
         YourKey => ("Your key fingerprint", "Huella de su clave"),
+        CheckTitle => ("Confirm it's you", "Confirme que es usted"),
+        CheckIntro => (
+            "The sender asks you to confirm who you are before you create your password, so that nobody else who gets this link can read your messages. Your answer is checked by the sender only; this service never sees it.",
+            "El remitente le pide que confirme quién es antes de crear su contraseña, para que nadie más que reciba este enlace pueda leer sus mensajes. Solo el remitente comprueba su respuesta; este servicio nunca la ve.",
+        ),
+        DateOfBirth => ("Your date of birth", "Su fecha de nacimiento"),
+        EnrollmentCode => ("Enrollment code", "Código de inscripción"),
+        EnrollmentCodeHint => (
+            "The code the sender gave you in person, on paper or by phone (10 letters and digits).",
+            "El código que el remitente le dio en persona, en papel o por teléfono (10 letras y números).",
+        ),
+        CheckMalformed => (
+            "Please enter your full date of birth and the code exactly as you were given it.",
+            "Escriba su fecha de nacimiento completa y el código tal como se lo dieron.",
+        ),
+        CheckWrong => (
+            "That does not match what the sender has on file. Nothing was saved; check your answer and try again.",
+            "Eso no coincide con lo que el remitente tiene registrado. No se guardó nada; revise su respuesta e intente de nuevo.",
+        ),
+        CheckExhaustedTitle => ("No attempts left", "No quedan intentos"),
+        CheckExhausted => (
+            "This link accepts no more answers. Please contact the sender and ask them to send you a new message; its link will let you try again.",
+            "Este enlace ya no acepta respuestas. Comuníquese con el remitente y pídale que le envíe un mensaje nuevo; su enlace le permitirá intentarlo otra vez.",
+        ),
+        StepConfirming => (
+            "Waiting for the sender to confirm it's you…",
+            "Esperando a que el remitente confirme que es usted…",
+        ),
+        NeverSetPassword => ("I never set a password", "Nunca creé una contraseña"),
+        DisownedTitle => ("Contact the sender", "Comuníquese con el remitente"),
+        DisownedIntro => (
+            "We told the sender that you never set a password. Someone else may have used your link. Do not enter any password here; call the sender (use a number you already know, not one from a message) so they can reset your access.",
+            "Avisamos al remitente de que usted nunca creó una contraseña. Es posible que otra persona haya usado su enlace. No escriba ninguna contraseña aquí; llame al remitente (a un número que ya conozca, no a uno de un mensaje) para que restablezca su acceso.",
+        ),
+        ContactSender => (
+            "Please call the sender (use a number you already know, not one from a message) and tell them you never set a password.",
+            "Llame al remitente (a un número que ya conozca, no a uno de un mensaje) y dígale que nunca creó una contraseña.",
+        ),
     };
     match lang {
         Lang::En => en,
@@ -381,6 +447,20 @@ mod tests {
             UnsafeService,
             StrengthRefused,
             StrengthUnavailable,
+            CheckTitle,
+            CheckIntro,
+            DateOfBirth,
+            EnrollmentCode,
+            EnrollmentCodeHint,
+            CheckMalformed,
+            CheckWrong,
+            CheckExhaustedTitle,
+            CheckExhausted,
+            StepConfirming,
+            NeverSetPassword,
+            DisownedTitle,
+            DisownedIntro,
+            ContactSender,
         ] {
             assert_ne!(text(Lang::En, key), text(Lang::Es, key), "{key:?}");
         }

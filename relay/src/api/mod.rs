@@ -5,6 +5,7 @@
 //! `/v1/openapi.json` is generated from the same handlers and the `shared::api` types: a route
 //! cannot exist without being described.
 
+pub mod checks;
 pub mod client;
 pub mod device;
 pub mod ops;
@@ -133,6 +134,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sender::routes())
         .merge(viewer::routes())
+        .merge(checks::routes())
         .merge(sms_callback::routes())
         .merge(ops::routes())
         .split_for_parts();

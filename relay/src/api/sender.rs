@@ -270,12 +270,21 @@ async fn submit(
     let max_lifetime = seconds(state.settings().limits.message_max_lifetime);
     check_envelope(&body.envelope, &sender.organisation, now, max_lifetime)?;
     let first_contact = body.envelope.header.recipient_id.is_none();
+    if body.identity_check.is_some() && !first_contact {
+        // The check guards the first key a patient enrolls; an envelope sealed to a key the
+        // sender already trusts has nothing left to check.
+        return Err(AppError::invalid(
+            "identity_check",
+            "an identity check applies to a first-contact message only (no recipient in the header)",
+        ));
+    }
     let submission = Submission {
         organisation: sender.organisation,
         api_key_id: sender.key_id,
         phone,
         envelope: body.envelope,
         idempotency_key: body.idempotency_key,
+        identity_check: body.identity_check,
         now,
     };
     let organisation = submission.organisation.id;

@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::OsRng;
 use shared::api::{
-    EnrollRequest, ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList, MessageView,
-    OpenResponse, PatientState, SessionResponse, UnlockRequest, UnreadableRequest,
+    CheckStarted, EnrollRequest, ErrorBody, ErrorCode, LinkRequest, LongPoll, MessageList,
+    MessageView, OpenResponse, PatientState, SessionResponse, UnlockRequest, UnreadableRequest,
     VIEWER_REQUEST_HEADER,
 };
 use shared::audit::AuditKind;
@@ -68,6 +68,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(viewer_page))
         .routes(routes!(open))
         .routes(routes!(enroll))
+        .routes(routes!(disown))
         .routes(routes!(unlock))
         .routes(routes!(session_info))
         .routes(routes!(sealed_key))
@@ -114,7 +115,11 @@ pub async fn page(state: &AppState) -> ApiResult<Response> {
 }
 
 /// The message a link leads to; refuses unknown, revoked and expired links.
-async fn resolve_link(tx: &mut AnyConnection, link: &str, now: i64) -> ApiResult<StoredMessage> {
+pub(super) async fn resolve_link(
+    tx: &mut AnyConnection,
+    link: &str,
+    now: i64,
+) -> ApiResult<StoredMessage> {
     let token = Token::from_base64url(link).map_err(|_| AppError::NotFound("unknown link"))?;
     let message = messages::by_link(tx, &token.hash(TokenKind::Link))
         .await?
@@ -223,10 +228,15 @@ async fn open(
     .with_detail(&detail);
     audit::append(&mut tx, record, now).await?;
     let organisation_name = organisation_name(&mut tx, message.organisation_id).await?;
+    let identity_check = match recipient.enrollment {
+        None => super::checks::challenge(&mut tx, &message).await?,
+        Some(_) => None,
+    };
     tx.commit().await?;
     let patient = match recipient.enrollment {
         None => PatientState::New {
             kdf_params: KdfParams::DEFAULT,
+            identity_check,
         },
         Some(e) => {
             let record = e.record(state.data_key(), recipient.id)?;
@@ -239,6 +249,7 @@ async fn open(
     Ok(Json(OpenResponse {
         message_id: message.id,
         recipient_id: recipient.id,
+        organisation_id: message.organisation_id,
         organisation_name,
         created_at: message.created_at,
         expires_at: message.expires_at,
@@ -251,19 +262,22 @@ async fn open(
 const SEALED_KEY_LEN: std::ops::RangeInclusive<usize> = 1_000..=4_096;
 
 /// Sets the patient's first password: stores the public key, the sealed private key, the salt,
-/// the parameters and the verifier (never the password or a usable key).
+/// the parameters and the verifier (never the password or a usable key). When the message asks
+/// for an identity check, the enrollment is held as an attempt until the sender's agent
+/// verifies the answer (`202`, see [`super::checks`]); nothing is enrolled before.
 #[utoipa::path(post, path = "/v1/viewer/enroll", tag = "viewer", request_body = EnrollRequest,
     responses(
         (status = 201, description = "Enrolled."),
+        (status = 202, description = "Held until the sender's agent verifies the identity check.", body = CheckStarted),
         (status = 404, description = "Unknown link.", body = ErrorBody),
-        (status = 409, description = "`already_enrolled`, or `link_superseded`: the enrollment was reset after this link was sent.", body = ErrorBody),
+        (status = 409, description = "`already_enrolled`; `link_superseded`: the enrollment was reset after this link was sent; `identity_check_required`: the message asks for an identity check and the request has none; `check_attempts_exhausted`: none of the message's answers are left.", body = ErrorBody),
         (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
         (status = 422, description = "Refused KDF parameters or an impossible key (`invalid`).", body = ErrorBody),
     ))]
 async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     body.kdf_params
         .validate()
         .map_err(|e| AppError::invalid("kdf_params", e.to_string()))?;
@@ -289,6 +303,16 @@ async fn enroll(
         verifier: body.verifier,
         enrolled_at: now,
     };
+    if message.identity_check.is_some() {
+        let answer = body.identity_check.as_ref();
+        return super::checks::start(&state, tx, &message, &enrollment, answer).await;
+    }
+    if body.identity_check.is_some() {
+        return Err(AppError::invalid(
+            "identity_check",
+            "this message asks for no identity check",
+        ));
+    }
     let epoch = message.enrollment_epoch;
     if !recipients::enroll(&mut tx, state.data_key(), recipient.id, epoch, &enrollment).await? {
         return Err(already_enrolled());
@@ -317,7 +341,51 @@ async fn enroll(
         state.changes().wake(topic);
     }
     tracing::info!(recipient = %message.recipient_id, %fingerprint, "patient enrolled");
-    Ok(StatusCode::CREATED)
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// "I never set a password": the patient, asked to unlock with a password they never chose,
+/// tells the sender that someone else may have enrolled with their link. Recorded in the
+/// sender's audit log (`password_disowned`), which the sender's tooling reports; nothing else
+/// changes, because whoever holds the link can say this too. Throttled like `open`.
+#[utoipa::path(post, path = "/v1/viewer/disown", tag = "viewer", request_body = LinkRequest,
+    responses(
+        (status = 204, description = "Recorded for the sender."),
+        (status = 404, description = "Unknown link (`not_found`).", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: no password is set for this patient.", body = ErrorBody),
+        (status = 410, description = "`message_revoked` or `message_expired`.", body = ErrorBody),
+        (status = 422, description = "Malformed body (`invalid`).", body = ErrorBody),
+        (status = 429, description = "`rate_limited`, with `retry_after`.", body = ErrorBody),
+    ))]
+async fn disown(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LinkRequest>,
+) -> ApiResult<Response> {
+    let now = state.now();
+    let address = client::throttle_key(&state, client::address(&state, peer, &headers));
+    let mut tx = state.store().begin().await?;
+    let message = resolve_link(&mut tx, &body.link, now).await?;
+    check_open_rate(&mut tx, &state, &address, message.id, now).await?;
+    let recipient = recipient_of(&mut tx, &message).await?;
+    if recipient.enrollment.is_none() {
+        tx.commit().await?;
+        return Err(AppError::Refused {
+            code: ErrorCode::NotEnrolled,
+            message: "no password is set for you yet; choose one from this link",
+        });
+    }
+    let record = Record::message(
+        message.organisation_id,
+        AuditKind::PasswordDisowned,
+        message.id,
+        message.recipient_id,
+    );
+    audit::append(&mut tx, record, now).await?;
+    tx.commit().await?;
+    tracing::warn!(recipient = %message.recipient_id, message = %message.id, "patient disowned the password");
+    Ok(no_content())
 }
 
 fn already_enrolled() -> AppError {

@@ -7,6 +7,7 @@
 use rand_core::OsRng;
 use shared::at_rest::RowKey;
 use shared::envelope::Envelope;
+use shared::identity_check::CheckKind;
 use shared::ids::{MessageId, OrganisationId, RecipientId, SessionId};
 use shared::keys::{Fingerprint, PublicKey};
 use shared::token::TokenHash;
@@ -57,6 +58,8 @@ pub struct StoredMessage {
     /// The patient's enrollment epoch when the message was accepted: its link may enroll only
     /// while the patient is still at that epoch (see `recipients::reset_enrollment`).
     pub enrollment_epoch: i64,
+    /// What its link asks the patient before enrolling, if anything.
+    pub identity_check: Option<CheckKind>,
 }
 
 impl StoredMessage {
@@ -74,7 +77,7 @@ impl StoredMessage {
 const COLUMNS: &str = "m.id, m.organisation_id, m.recipient_id, m.envelope_sealed, \
                        k.key AS envelope_key, m.recipient_wrap_fingerprint, m.status, \
                        m.created_at, m.expires_at, m.opened_at, m.read_at, \
-                       m.enrollment_epoch";
+                       m.enrollment_epoch, m.identity_check";
 
 /// `messages m` with the row key of each message (absent once purged).
 const MESSAGES: &str = "messages m LEFT JOIN row_keys k ON k.kind = 'message' AND k.row_id = m.id";
@@ -101,6 +104,11 @@ fn parse(row: &sqlx::any::AnyRow) -> StoreResult<StoredMessage> {
         opened_at: row.try_get("opened_at")?,
         read_at: row.try_get("read_at")?,
         enrollment_epoch: row.try_get("enrollment_epoch")?,
+        identity_check: row
+            .try_get::<Option<String>, _>("identity_check")?
+            .as_deref()
+            .map(super::checks::parse_kind)
+            .transpose()?,
     })
 }
 
@@ -130,6 +138,8 @@ pub struct NewMessage<'a> {
     pub link: TokenHash,
     /// Acceptance time.
     pub now: i64,
+    /// What the link asks before enrolling.
+    pub identity_check: Option<CheckKind>,
 }
 
 /// Stores a message and its link; `false` (nothing written) when the id or the idempotency key
@@ -144,9 +154,10 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Store
     // idempotency key, and a failed statement must not have left a key row behind.
     let inserted = sqlx::query(
         "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, \
-         recipient_wrap_fingerprint, status, created_at, expires_at, enrollment_epoch) \
+         recipient_wrap_fingerprint, status, created_at, expires_at, enrollment_epoch, \
+         identity_check) \
          VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, \
-         (SELECT enrollment_epoch FROM recipients WHERE id = $3))",
+         (SELECT enrollment_epoch FROM recipients WHERE id = $3), $8)",
     )
     .bind(header.message_id.to_string())
     .bind(header.organisation_id.to_string())
@@ -155,6 +166,7 @@ pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> Store
     .bind(wrap)
     .bind(message.now)
     .bind(header.expires_at)
+    .bind(message.identity_check.map(CheckKind::as_str))
     .execute(&mut *conn)
     .await
     .map_err(StoreError::from);

@@ -15,6 +15,7 @@
 //!   free space.
 
 pub mod audit;
+pub mod checks;
 pub mod devices;
 pub mod messages;
 pub mod notices;

@@ -12,7 +12,7 @@
 use rand_core::OsRng;
 use shared::at_rest::{DataKey, PasswordRecord, PepperedVerifier};
 use shared::bundle::KeyBundle;
-use shared::ids::{OrganisationId, RecipientId};
+use shared::ids::{CheckAttemptId, OrganisationId, RecipientId};
 use shared::kdf::{AuthKey, KdfParams, Salt, Verifier};
 use shared::keys::PublicKey;
 use shared::phone::PhoneNumber;
@@ -193,6 +193,41 @@ pub async fn get_or_create(
         .ok_or_else(|| StoreError::corrupt("recipient", "vanished after insert"))
 }
 
+/// An enrollment as stored: the columns `recipients` (and a held identity-check attempt, see
+/// [`super::checks`]) keep for it.
+#[derive(Debug)]
+pub struct SealedEnrollment {
+    /// SPKI DER of the public key.
+    pub public_key: Vec<u8>,
+    /// Its fingerprint, as text.
+    pub fingerprint: String,
+    /// Salt, parameters and sealed private key, sealed under the data key for the patient.
+    pub password_record: Vec<u8>,
+    /// The verifier, peppered with the data key.
+    pub verifier: Vec<u8>,
+}
+
+impl SealedEnrollment {
+    /// Peppers the verifier and seals the password record of `recipient`'s enrollment.
+    pub fn seal(key: &DataKey, recipient: RecipientId, enrollment: &NewEnrollment) -> Self {
+        let record = PasswordRecord {
+            salt: enrollment.salt,
+            kdf_params: enrollment.kdf_params,
+            sealed_private_key: enrollment.bundle.sealed_private_key.clone(),
+        };
+        Self {
+            public_key: enrollment.bundle.public_key.spki_der().to_vec(),
+            fingerprint: enrollment.bundle.public_key.fingerprint().to_string(),
+            password_record: key.seal_password_record(recipient, &record, &mut OsRng),
+            verifier: key.pepper(&enrollment.verifier).as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The assignments that make a patient enrolled with fresh counters, after `SET`.
+const ENROLLED: &str = "failed_unlocks = 0, lockouts = 0, locked_until = 0, \
+                        failed_unlock_at = 0, wrong_guesses = 0";
+
 /// Records an enrollment, peppering the verifier and sealing the password record; `false` if
 /// the patient was already enrolled, or is no longer at `epoch` (reset meanwhile).
 pub async fn enroll(
@@ -202,22 +237,46 @@ pub async fn enroll(
     epoch: i64,
     enrollment: &NewEnrollment,
 ) -> StoreResult<bool> {
-    let record = PasswordRecord {
-        salt: enrollment.salt,
-        kdf_params: enrollment.kdf_params,
-        sealed_private_key: enrollment.bundle.sealed_private_key.clone(),
-    };
-    let done = sqlx::query(
+    let sealed = SealedEnrollment::seal(key, id, enrollment);
+    let done = sqlx::query(&format!(
         "UPDATE recipients SET enrolled_at = $1, public_key = $2, fingerprint = $3, \
-         password_record = $4, verifier = $5, failed_unlocks = 0, lockouts = 0, locked_until = 0, \
-         failed_unlock_at = 0, wrong_guesses = 0 \
-         WHERE id = $6 AND enrolled_at IS NULL AND enrollment_epoch = $7",
-    )
+         password_record = $4, verifier = $5, {ENROLLED} \
+         WHERE id = $6 AND enrolled_at IS NULL AND enrollment_epoch = $7"
+    ))
     .bind(enrollment.enrolled_at)
-    .bind(enrollment.bundle.public_key.spki_der().to_vec())
-    .bind(enrollment.bundle.public_key.fingerprint().to_string())
-    .bind(key.seal_password_record(id, &record, &mut OsRng))
-    .bind(key.pepper(&enrollment.verifier).as_bytes().to_vec())
+    .bind(sealed.public_key)
+    .bind(sealed.fingerprint)
+    .bind(sealed.password_record)
+    .bind(sealed.verifier)
+    .bind(id.to_string())
+    .bind(epoch)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Enrolls the patient with the enrollment an identity-check attempt holds (the agent verified
+/// its answer); `false` if the patient was already enrolled or is no longer at `epoch`. The
+/// password record was sealed for this patient, so it moves over as it is.
+pub async fn enroll_from_check(
+    conn: &mut AnyConnection,
+    id: RecipientId,
+    epoch: i64,
+    attempt: CheckAttemptId,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(&format!(
+        "UPDATE recipients SET enrolled_at = $1, \
+         public_key = (SELECT public_key FROM enrollment_checks WHERE id = $2), \
+         fingerprint = (SELECT fingerprint FROM enrollment_checks WHERE id = $2), \
+         password_record = (SELECT password_record FROM enrollment_checks WHERE id = $2), \
+         verifier = (SELECT verifier FROM enrollment_checks WHERE id = $2), {ENROLLED} \
+         WHERE id = $3 AND enrolled_at IS NULL AND enrollment_epoch = $4 \
+         AND EXISTS (SELECT 1 FROM enrollment_checks WHERE id = $2 AND recipient_id = $3 \
+                     AND password_record IS NOT NULL)"
+    ))
+    .bind(now)
+    .bind(attempt.to_string())
     .bind(id.to_string())
     .bind(epoch)
     .execute(conn)

@@ -26,7 +26,7 @@ mod wait;
 pub use contract::Contract;
 pub use db::{POSTGRES_ADMIN_URL, TestDb};
 pub use fixtures::{Keys, content, header, keys, seal};
-pub use patient::{Patient, Unlocked};
+pub use patient::{CheckOutcome, Patient, Unlocked};
 pub use process::{Endpoint, RelayProcess, free_port};
 pub use proxy::DatabaseProxy;
 pub use server::{START, Sender, TestRelay, TestRelayBuilder};

@@ -4,10 +4,12 @@
 
 use rand_core::OsRng;
 use shared::api::{
-    EnrollRequest, LinkRequest, MessageList, OpenResponse, PatientState, UnlockRequest,
+    CheckConfirmRequest, CheckProgress, CheckRequest, CheckStarted, CheckStatus, EnrollRequest,
+    LinkRequest, MessageList, OpenResponse, PatientState, UnlockRequest,
 };
 use shared::bundle::{KeyBundle, SealBinding};
 use shared::envelope::Content;
+use shared::identity_check::{CheckAnswer, CheckContext, PatientCheck};
 use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
 use shared::keys::PrivateKey;
@@ -21,6 +23,20 @@ pub struct Patient {
     pub key: PrivateKey,
     /// The password the patient chose.
     pub password: &'static str,
+}
+
+/// How an enrollment through an identity check ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckOutcome {
+    /// The agent verified the answer: the patient is enrolled with this key.
+    Verified,
+    /// The agent did not: nothing was enrolled.
+    Failed {
+        /// Answers the message still accepts.
+        attempts_left: u32,
+    },
+    /// The relay refused the enrollment (status, error body).
+    Refused(u16, serde_json::Value),
 }
 
 /// A live viewer session.
@@ -65,13 +81,31 @@ impl Patient {
         kdf_params: KdfParams,
     ) -> RecipientId {
         let opened = Self::open(relay, link).await;
+        let request = self.enrollment(&opened, link, kdf_params);
+        let response = relay
+            .http()
+            .post(relay.url("/v1/viewer/enroll"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        opened.recipient_id
+    }
+
+    /// The enrollment request the viewer makes from an open answer (minimum KDF cost).
+    fn enrollment(
+        &self,
+        opened: &OpenResponse,
+        link: &str,
+        kdf_params: KdfParams,
+    ) -> EnrollRequest {
         assert!(
             matches!(opened.patient, PatientState::New { .. }),
             "the patient must not be enrolled yet"
         );
-        let recipient = opened.recipient_id;
         let binding = SealBinding {
-            recipient,
+            recipient: opened.recipient_id,
             salt: Salt::random(&mut OsRng),
             kdf_params,
         };
@@ -81,13 +115,34 @@ impl Patient {
             &binding.kdf_params,
         )
         .unwrap();
-        let request = EnrollRequest {
+        EnrollRequest {
             link: link.into(),
             bundle: KeyBundle::seal(&self.key, &binding, &keys.sealing, &mut OsRng).unwrap(),
             salt: binding.salt,
             kdf_params,
             verifier: keys.auth.verifier(),
+            identity_check: None,
+        }
+    }
+
+    /// Enrolls through the message's identity check with `answer`, as the viewer does: starts
+    /// the exchange with the enrollment, reads the agent's reply, sends the confirmation (also
+    /// after a wrong answer), and waits for the agent's verdict. Needs an agent running.
+    pub async fn enroll_checked(
+        &self,
+        relay: &impl Endpoint,
+        link: &str,
+        answer: &CheckAnswer,
+    ) -> CheckOutcome {
+        let opened = Self::open(relay, link).await;
+        let mut request = self.enrollment(&opened, link, KdfParams::MINIMUM);
+        let fingerprint = request.bundle.public_key.fingerprint();
+        let context = CheckContext {
+            message_id: &opened.message_id,
+            organisation_id: &opened.organisation_id,
         };
+        let (check, first) = PatientCheck::start(answer, &context, OsRng);
+        request.identity_check = Some(first);
         let response = relay
             .http()
             .post(relay.url("/v1/viewer/enroll"))
@@ -95,8 +150,61 @@ impl Patient {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        recipient
+        let status = response.status().as_u16();
+        if status != 202 {
+            return CheckOutcome::Refused(status, response.json().await.unwrap_or_default());
+        }
+        let started: CheckStarted = response.json().await.unwrap();
+        let mut check = Some(check);
+        // Each look is a long-poll; a handful cover the agent's answer and verdict.
+        for _ in 0..10 {
+            let status: CheckStatus = relay
+                .http()
+                .post(relay.url("/v1/viewer/check?wait=20"))
+                .json(&CheckRequest {
+                    link: link.into(),
+                    attempt_id: started.attempt_id,
+                })
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match status.progress {
+                CheckProgress::Verified => return CheckOutcome::Verified,
+                CheckProgress::Failed => {
+                    return CheckOutcome::Failed {
+                        attempts_left: status.attempts_left,
+                    };
+                }
+                CheckProgress::Answered => {
+                    let finish = check
+                        .take()
+                        .expect("answered once")
+                        .finish(
+                            status.agent_message.as_ref().unwrap(),
+                            status.agent_confirmation.as_ref().unwrap(),
+                            &fingerprint,
+                        )
+                        .unwrap();
+                    let confirmed = relay
+                        .http()
+                        .post(relay.url("/v1/viewer/check/confirm"))
+                        .json(&CheckConfirmRequest {
+                            link: link.into(),
+                            attempt_id: started.attempt_id,
+                            confirmation: finish.confirmation,
+                        })
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(confirmed.status(), 204, "confirm");
+                }
+                CheckProgress::AwaitingSender | CheckProgress::Confirmed => {}
+            }
+        }
+        panic!("the identity check did not end (is the agent running?)");
     }
 
     /// Unlocks with the password and unseals the private key from the relay's bundle.

@@ -55,6 +55,15 @@ pub enum ErrorCode {
     LinkSuperseded,
     /// The message is not yet wrapped to the patient's current key (viewer API).
     AwaitingKey,
+    /// The sender asks the patient to confirm their identity before enrolling from this link,
+    /// and the enrollment came without an answer (viewer API).
+    IdentityCheckRequired,
+    /// Every attempt at this message's identity check is used up: only a new message from the
+    /// sender can enroll the patient (viewer API).
+    CheckAttemptsExhausted,
+    /// The identity-check attempt is already decided, or waits for the other party (viewer and
+    /// agent API).
+    CheckClosed,
     /// The password proof is wrong; `attempts_left` says how many remain (viewer API).
     WrongPassword,
     /// Too many wrong passwords; `retry_after` says when to try again (viewer API).
@@ -73,7 +82,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 30] = [
         Self::BadRequest,
         Self::Invalid,
         Self::BodyTooLarge,
@@ -95,6 +104,9 @@ impl ErrorCode {
         Self::NotEnrolled,
         Self::LinkSuperseded,
         Self::AwaitingKey,
+        Self::IdentityCheckRequired,
+        Self::CheckAttemptsExhausted,
+        Self::CheckClosed,
         Self::WrongPassword,
         Self::LockedOut,
         Self::RateLimited,
@@ -127,6 +139,9 @@ impl ErrorCode {
             Self::NotEnrolled => "not_enrolled",
             Self::LinkSuperseded => "link_superseded",
             Self::AwaitingKey => "awaiting_key",
+            Self::IdentityCheckRequired => "identity_check_required",
+            Self::CheckAttemptsExhausted => "check_attempts_exhausted",
+            Self::CheckClosed => "check_closed",
             Self::WrongPassword => "wrong_password",
             Self::LockedOut => "locked_out",
             Self::RateLimited => "rate_limited",
@@ -154,7 +169,10 @@ impl ErrorCode {
             | Self::AlreadyEnrolled
             | Self::NotEnrolled
             | Self::LinkSuperseded
-            | Self::AwaitingKey => 409,
+            | Self::AwaitingKey
+            | Self::IdentityCheckRequired
+            | Self::CheckAttemptsExhausted
+            | Self::CheckClosed => 409,
             Self::MessageEnded | Self::MessageRevoked | Self::MessageExpired => 410,
             Self::BodyTooLarge => 413,
             Self::RequestTimeout => 408,

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditEvent;
 use crate::bundle::KeyBundle;
 use crate::envelope::{Envelope, Wrap};
-use crate::ids::{MessageId, OrganisationId, RecipientId, SessionId};
+pub use crate::identity_check::{CheckKind, Confirmation, PakeMessage};
+use crate::ids::{CheckAttemptId, MessageId, OrganisationId, RecipientId, SessionId};
 use crate::kdf::{KdfParams, Salt, Verifier};
 use crate::keys::{Fingerprint, PublicKey};
 
@@ -83,6 +84,11 @@ pub struct SubmitRequest {
     /// A retry with the same key gets the original answer (1 to 200 printable ASCII).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// What the patient must answer before enrolling from this message's link (first contact
+    /// only): the sender's agent then trusts only a key bound to a correct answer
+    /// (`docs/PROTOCOL.md`, "Enrollment check"). The answer itself never reaches the relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_check: Option<CheckKind>,
 }
 
 /// Where a message is in its life.
@@ -258,6 +264,69 @@ pub struct UploadWrapResponse {
     pub recipient_fingerprint: Fingerprint,
 }
 
+/// An identity-check attempt waiting for the sender's agent: to answer (no `agent_message`
+/// yet) or to decide (`patient_confirmation` present).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingCheck {
+    /// The attempt.
+    pub attempt_id: CheckAttemptId,
+    /// The message whose link the patient opened.
+    pub message_id: MessageId,
+    /// The patient.
+    pub recipient_id: RecipientId,
+    /// The key the patient asks to enroll.
+    pub recipient_public_key: PublicKey,
+    /// Its fingerprint (bound into the confirmations).
+    pub recipient_fingerprint: Fingerprint,
+    /// The patient's exchange message.
+    pub patient_message: PakeMessage,
+    /// The agent's own exchange message, once it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_message: Option<PakeMessage>,
+    /// The patient's confirmation, once sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_confirmation: Option<Confirmation>,
+}
+
+/// `GET /v1/enrollment-checks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingChecks {
+    /// Oldest first.
+    pub pending: Vec<PendingCheck>,
+}
+
+/// `PUT /v1/enrollment-checks/{id}/reply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckReplyRequest {
+    /// The agent's exchange message.
+    pub agent_message: PakeMessage,
+    /// The agent's confirmation.
+    pub agent_confirmation: Confirmation,
+}
+
+/// `PUT /v1/enrollment-checks/{id}/verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckVerdictRequest {
+    /// Whether the patient's confirmation matched (the answer was right, for this key).
+    pub verified: bool,
+}
+
+/// The answer to a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckVerdictResponse {
+    /// `verified` or `failed`.
+    pub progress: CheckProgress,
+    /// Answers the message still accepts.
+    pub attempts_left: u32,
+}
+
 /// The query of `GET /v1/audit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
@@ -307,6 +376,9 @@ pub enum PatientState {
     New {
         /// Parameters the relay proposes (the viewer checks them before use).
         kdf_params: KdfParams,
+        /// The identity check the sender asks for before it trusts the patient's first key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity_check: Option<CheckChallenge>,
     },
     /// Enrolled: derive with the stored salt and parameters, then unlock.
     Enrolled {
@@ -326,7 +398,9 @@ pub struct OpenResponse {
     pub message_id: MessageId,
     /// The patient.
     pub recipient_id: RecipientId,
-    /// Who sent it.
+    /// Who sent it: the organisation's id (an identity check binds it) and name.
+    pub organisation_id: OrganisationId,
+    /// The organisation's name.
     pub organisation_name: String,
     /// Sent (Unix seconds).
     pub created_at: i64,
@@ -349,6 +423,7 @@ pub struct OpenResponse {
 struct OpenResponseFields {
     message_id: MessageId,
     recipient_id: RecipientId,
+    organisation_id: OrganisationId,
     organisation_name: String,
     created_at: i64,
     expires_at: i64,
@@ -357,6 +432,8 @@ struct OpenResponseFields {
     kdf_params: KdfParams,
     #[serde(default)]
     salt: Option<Salt>,
+    #[serde(default)]
+    identity_check: Option<CheckChallenge>,
 }
 
 /// The `state` tag of [`PatientState`].
@@ -373,13 +450,17 @@ impl TryFrom<OpenResponseFields> for OpenResponse {
     fn try_from(fields: OpenResponseFields) -> Result<Self, Self::Error> {
         let kdf_params = fields.kdf_params;
         let patient = match (fields.state, fields.salt) {
-            (PatientStateName::New, _) => PatientState::New { kdf_params },
+            (PatientStateName::New, _) => PatientState::New {
+                kdf_params,
+                identity_check: fields.identity_check,
+            },
             (PatientStateName::Enrolled, Some(salt)) => PatientState::Enrolled { kdf_params, salt },
             (PatientStateName::Enrolled, None) => return Err("missing field `salt`"),
         };
         Ok(Self {
             message_id: fields.message_id,
             recipient_id: fields.recipient_id,
+            organisation_id: fields.organisation_id,
             organisation_name: fields.organisation_name,
             created_at: fields.created_at,
             expires_at: fields.expires_at,
@@ -404,6 +485,101 @@ pub struct EnrollRequest {
     pub kdf_params: KdfParams,
     /// Hash of the auth key.
     pub verifier: Verifier,
+    /// The patient's first message of the identity check, when the message asks for one: the
+    /// relay then holds the enrollment until the sender's agent verifies the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_check: Option<PakeMessage>,
+}
+
+/// What a new patient must answer before enrolling from a link, and how many answers are left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckChallenge {
+    /// The questions.
+    pub kind: CheckKind,
+    /// Answers this message still accepts (0: ask the sender for a new message).
+    pub attempts_left: u32,
+}
+
+/// The answer (202) to an enrollment that waits for its identity check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckStarted {
+    /// This answer's attempt.
+    pub attempt_id: CheckAttemptId,
+    /// Answers left after this one.
+    pub attempts_left: u32,
+}
+
+/// `POST /v1/viewer/check` (the attempt's state, a long-poll with `?wait=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The link token.
+    pub link: String,
+    /// The attempt.
+    pub attempt_id: CheckAttemptId,
+}
+
+/// `POST /v1/viewer/check/confirm`: the patient's key confirmation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfirmRequest {
+    /// The link token.
+    pub link: String,
+    /// The attempt.
+    pub attempt_id: CheckAttemptId,
+    /// MAC over the exchange and the enrolled key's fingerprint.
+    pub confirmation: Confirmation,
+}
+
+/// Where an identity-check attempt is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CheckProgress {
+    /// The sender's agent has not answered yet.
+    AwaitingSender,
+    /// The agent answered (`agent_message`, `agent_confirmation`); the patient confirms next.
+    Answered,
+    /// The patient confirmed; the agent decides next.
+    Confirmed,
+    /// The answer verified: the patient is enrolled with this attempt's key.
+    Verified,
+    /// The answer did not verify; nothing was enrolled.
+    Failed,
+}
+
+impl CheckProgress {
+    /// The stored and wire form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingSender => "awaiting_sender",
+            Self::Answered => "answered",
+            Self::Confirmed => "confirmed",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The answer to `POST /v1/viewer/check`. A flat object rather than a tagged enum: the viewer
+/// reads it, and a derived tagged reading would bring serde's buffering code into its download.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckStatus {
+    /// Where the attempt is.
+    pub progress: CheckProgress,
+    /// Answers this message still accepts.
+    pub attempts_left: u32,
+    /// The agent's message, once answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_message: Option<PakeMessage>,
+    /// The agent's confirmation, once answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_confirmation: Option<Confirmation>,
 }
 
 /// `POST /v1/viewer/unlock`.
@@ -528,13 +704,25 @@ mod tests {
         let new = OpenResponse {
             message_id: MessageId::from_bytes([1; 16]),
             recipient_id: RecipientId::from_bytes([2; 16]),
+            organisation_id: OrganisationId::from_bytes([4; 16]),
             organisation_name: "Clinic".to_owned(),
             created_at: 1,
             expires_at: 2,
             idle_timeout_seconds: 300,
             patient: PatientState::New {
                 kdf_params: KdfParams::DEFAULT,
+                identity_check: None,
             },
+        };
+        let checked = OpenResponse {
+            patient: PatientState::New {
+                kdf_params: KdfParams::DEFAULT,
+                identity_check: Some(CheckChallenge {
+                    kind: CheckKind::DateOfBirth,
+                    attempts_left: 4,
+                }),
+            },
+            ..new.clone()
         };
         let enrolled = OpenResponse {
             patient: PatientState::Enrolled {
@@ -543,7 +731,7 @@ mod tests {
             },
             ..new.clone()
         };
-        for answer in [&new, &enrolled] {
+        for answer in [&new, &checked, &enrolled] {
             let mut json = serde_json::to_value(answer).unwrap();
             assert_eq!(
                 &serde_json::from_value::<OpenResponse>(json.clone()).unwrap(),

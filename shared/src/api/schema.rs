@@ -9,7 +9,7 @@ use utoipa::openapi::{RefOr, SchemaFormat};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::identity_check::{Confirmation, PakeMessage};
-use crate::ids::{MessageId, OrganisationId, RecipientId, SessionId};
+use crate::ids::{CheckAttemptId, MessageId, OrganisationId, RecipientId, SessionId};
 use crate::kdf::{Salt, Verifier};
 use crate::keys::{Fingerprint, PublicKey};
 
@@ -41,6 +41,11 @@ impl PartialSchema for RecipientId {
 impl PartialSchema for MessageId {
     fn schema() -> RefOr<Schema> {
         uuid("A message's id (hyphenated UUID, chosen by the sender).")
+    }
+}
+impl PartialSchema for CheckAttemptId {
+    fn schema() -> RefOr<Schema> {
+        uuid("An identity-check attempt's id (hyphenated UUID).")
     }
 }
 impl PartialSchema for SessionId {
@@ -118,6 +123,7 @@ named!(
     RecipientId,
     MessageId,
     SessionId,
+    CheckAttemptId,
     Salt,
     Verifier,
     Fingerprint,

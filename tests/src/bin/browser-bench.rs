@@ -35,7 +35,7 @@ use relay::testkit::{Patient, TestRelay};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::client::RetryPolicy;
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
-use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber};
+use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, SendPolicy};
 use sender::setup::{InitRequest, unseal_key};
 use sender::state::StateDir;
 use serde_json::{Value, json};
@@ -403,6 +403,7 @@ impl Deployment {
         let me = OrganisationIdentity {
             organisation_id: outcome.organisation_id,
             public_key: config.load_key_file()?.public_key,
+            policy: SendPolicy::default(),
         };
         let agent = Agent::new(
             sender::Client::with_retry_policy(
@@ -463,6 +464,7 @@ impl Deployment {
                         body: body.into(),
                     },
                     lifetime_seconds: 3_600,
+                    identity_check: None,
                 },
             )
             .await?;
