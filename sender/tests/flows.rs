@@ -163,11 +163,12 @@ async fn flows(backend: Backend) {
             .await;
     });
 
-    // The agent's first request waits at the relay (a long-poll, not a poll); the patient
-    // enrolls; the waiting request answers and the agent re-wraps.
+    // The agent's requests wait at the relay (long-polls for an enrollment and for an identity
+    // check, not polls); the patient enrolls; the waiting request answers and the agent
+    // re-wraps.
     let link = relay.deliver_link_for(PHONE).await;
     let changes = relay.state().changes();
-    wait_for(Duration::from_secs(10), || async { changes.waiting() == 1 })
+    wait_for(Duration::from_secs(10), || async { changes.waiting() == 2 })
         .await
         .expect("the agent's long-poll waits");
     let patient = Patient {
