@@ -48,7 +48,9 @@ use crate::sms::{Accepted, OutgoingSms, SmsError};
 use crate::state::AppState;
 use crate::store::audit::{self, Record};
 use crate::store::outbox::OutboxRow;
-use crate::store::{StoreResult, Tx, devices, messages, outbox, row_keys, sessions, throttle};
+use crate::store::{
+    StoreResult, Tx, checks, devices, messages, outbox, row_keys, sessions, throttle,
+};
 
 /// Pause before a crashed job is restarted.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -433,19 +435,41 @@ pub async fn purge_once(state: &AppState) -> StoreResult<()> {
     let keys = row_keys::delete_ended(&mut tx).await?;
     throttle::prune(&mut tx, now - 86_400).await?;
     devices::prune(&mut tx, now).await?;
+    let abandoned = checks::abandon_stale(&mut tx, now).await?;
     // The audit chains last, in id order (append_all): the lock order of `audit::lock_chain`,
     // so that a purge cannot deadlock with a batch of submissions, an unlock or the outbox.
+    let details: Vec<String> = abandoned
+        .iter()
+        .map(|a| format!("attempts_left={} reason=abandoned", a.attempts_left))
+        .collect();
     let records: Vec<_> = expired
         .iter()
         .map(|(message, organisation, recipient)| {
             Record::message(*organisation, AuditKind::Expired, *message, *recipient)
         })
+        .chain(abandoned.iter().zip(&details).map(|(a, detail)| {
+            Record::message(
+                a.organisation_id,
+                AuditKind::EnrollmentCheckFailed,
+                a.message_id,
+                a.recipient_id,
+            )
+            .with_detail(detail)
+        }))
         .collect();
     audit::append_all(&mut tx, &records, now).await?;
     tx.commit().await?;
     state.store().scrub_if_needed(keys).await?;
-    if !expired.is_empty() || revoked > 0 || sessions > 0 || keys > 0 {
-        tracing::info!(expired = expired.len(), revoked, sessions, keys, "purged");
+    if !expired.is_empty() || revoked > 0 || sessions > 0 || keys > 0 || !abandoned.is_empty() {
+        let abandoned_checks = abandoned.len();
+        tracing::info!(
+            expired = expired.len(),
+            revoked,
+            sessions,
+            keys,
+            abandoned_checks,
+            "purged"
+        );
     }
     Ok(())
 }

@@ -277,7 +277,17 @@ pub struct Agent {
     /// What the patient's confirmation must be, per identity-check attempt this agent answered
     /// and has not decided yet. In memory only: after a restart such an attempt fails (the
     /// patient answers again), which keeps the exchange's secrets off the disk.
-    expected: Mutex<HashMap<CheckAttemptId, ExpectedConfirmation>>,
+    expected: Mutex<HashMap<CheckAttemptId, Answered>>,
+}
+
+/// An identity-check attempt this agent answered: what it answered it for, and what the
+/// patient's confirmation must be.
+#[derive(Debug)]
+struct Answered {
+    message_id: MessageId,
+    recipient_id: RecipientId,
+    fingerprint: Fingerprint,
+    expected: ExpectedConfirmation,
 }
 
 impl Agent {
@@ -320,7 +330,7 @@ impl Agent {
         for item in self.client.wait_for_checks(Duration::ZERO).await? {
             progressed |= self.process_check(&item, &mut events).await?;
         }
-        let rewraps = if progressed {
+        let rewraps = if progressed || wait.is_zero() {
             self.client.wait_for_rewraps(Duration::ZERO).await?
         } else {
             tokio::select! {
@@ -378,17 +388,29 @@ impl Agent {
             organisation_id: &self.organisation_id,
         };
         if let Some(confirmation) = &item.patient_confirmation {
-            let verified = self
-                .lock_expected()
-                .get(&item.attempt_id)
-                .is_some_and(|expected| expected.matches(confirmation));
-            let answered_here = self.lock_expected().contains_key(&item.attempt_id);
+            // The confirmation must match what this agent expects for the attempt it answered,
+            // and the relay must list that attempt as it was answered: the same message, patient
+            // and key. Otherwise a relay could move a right answer to another key or message.
+            let (answered_here, verified, fingerprint) = {
+                let expected = self.lock_expected();
+                match expected.get(&item.attempt_id) {
+                    None => (false, false, item.recipient_fingerprint),
+                    Some(answered) => (
+                        true,
+                        answered.message_id == item.message_id
+                            && answered.recipient_id == item.recipient_id
+                            && answered.fingerprint == item.recipient_fingerprint
+                            && answered.expected.matches(confirmation),
+                        answered.fingerprint,
+                    ),
+                }
+            };
             if verified {
                 // Recorded before the verdict: once the relay enrolls the key, this host must
                 // already trust it for this message.
                 self.journal.modify(id, |record| {
                     if let Some(check) = &mut record.identity_check {
-                        check.verified = Some(item.recipient_fingerprint);
+                        check.verified = Some(fingerprint);
                     }
                 })?;
             }
@@ -435,19 +457,27 @@ impl Agent {
             // Answered (by another agent of this host, or before a restart); the patient is next.
             return Ok(false);
         }
-        let answer = match check.answer()? {
-            Some(answer) if check.answered < MAX_ATTEMPTS => answer,
-            Some(_) => {
-                let event = fail("this agent answered every attempt the message allows").await?;
-                events.push(event);
-                return Ok(true);
-            }
-            None => {
-                let event = fail("an answer verified already").await?;
-                events.push(event);
-                return Ok(true);
-            }
+        let Some(answer) = check.answer()? else {
+            let event = fail("an answer verified already").await?;
+            events.push(event);
+            return Ok(true);
         };
+        // Counted before the answer leaves, in one locked step with the check of the count, so
+        // that neither a crash nor a second agent on this host gives the relay extra guesses.
+        let counted = self
+            .journal
+            .modify(id, |record| match &mut record.identity_check {
+                Some(check) if check.answered < MAX_ATTEMPTS => {
+                    check.answered += 1;
+                    true
+                }
+                _ => false,
+            })?;
+        if !counted {
+            let event = fail("this agent answered every attempt the message allows").await?;
+            events.push(event);
+            return Ok(true);
+        }
         let (reply, expected) = match answer_attempt(
             &answer,
             &context,
@@ -462,13 +492,15 @@ impl Agent {
                 return Ok(true);
             }
         };
-        // Counted before the answer leaves: a crash cannot give the relay extra attempts.
-        self.journal.modify(id, |record| {
-            if let Some(check) = &mut record.identity_check {
-                check.answered = check.answered.saturating_add(1);
-            }
-        })?;
-        self.lock_expected().insert(item.attempt_id, expected);
+        self.lock_expected().insert(
+            item.attempt_id,
+            Answered {
+                message_id: item.message_id,
+                recipient_id: item.recipient_id,
+                fingerprint: item.recipient_fingerprint,
+                expected,
+            },
+        );
         match self.client.reply_check(item.attempt_id, &reply).await {
             Ok(()) => Ok(true),
             Err(Error::Relay(error)) if !error.is_transient() => {
@@ -499,9 +531,7 @@ impl Agent {
         })
     }
 
-    fn lock_expected(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<CheckAttemptId, ExpectedConfirmation>> {
+    fn lock_expected(&self) -> std::sync::MutexGuard<'_, HashMap<CheckAttemptId, Answered>> {
         self.expected.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -651,14 +681,14 @@ impl Agent {
             return Ok(());
         }
         let mut newly_pinned = false;
-        let pin = self.pins.check(item.recipient_id, fingerprint)?;
         let identity_verified = record
             .identity_check
             .as_ref()
             .is_some_and(|check| check.verified == Some(fingerprint));
-        // A message with an identity check is re-wrapped to the key its answer verified, or to
-        // one the organisation trusted already; never to a key that merely enrolled first.
-        if record.identity_check.is_some() && !identity_verified && pin != PinCheck::Matches {
+        // A message with an identity check is re-wrapped only to the key its answer verified:
+        // not to one that merely enrolled first, nor to one pinned through another (unchecked)
+        // message. Decided before the pin store is consulted, which pins a first use.
+        if record.identity_check.is_some() && !identity_verified {
             events.push(AgentEvent::IdentityCheckPending {
                 message_id: id,
                 recipient_id: item.recipient_id,
@@ -666,7 +696,7 @@ impl Agent {
             });
             return Ok(());
         }
-        match pin {
+        match self.pins.check(item.recipient_id, fingerprint)? {
             PinCheck::FirstUse => newly_pinned = true,
             PinCheck::Matches => {}
             PinCheck::Changed { pinned, offered } if !self.policy.auto_approve_key_changes => {

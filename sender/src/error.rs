@@ -234,7 +234,15 @@ pub fn hint(code: ErrorCode) -> &'static str {
         | ErrorCode::LinkSuperseded
         | ErrorCode::AwaitingKey
         | ErrorCode::WrongPassword
-        | ErrorCode::LockedOut => "a viewer-side condition; not expected from the sender API",
+        | ErrorCode::LockedOut
+        | ErrorCode::IdentityCheckRequired
+        | ErrorCode::CheckAttemptsExhausted => {
+            "a viewer-side condition; not expected from the sender API"
+        }
+        ErrorCode::CheckClosed => {
+            "the identity-check attempt was answered or decided already (another agent?); \
+             the next pass sees its state"
+        }
         ErrorCode::RateLimited => "too many requests; wait for the indicated time and retry",
         ErrorCode::Unavailable | ErrorCode::Internal => {
             "the relay has a problem; retry later or tell its operator"

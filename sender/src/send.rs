@@ -240,6 +240,22 @@ impl Client {
             None => RecipientTrust::FirstContact {
                 identity_check: identity_check.map(IdentityCheck::kind),
             },
+            Some(found)
+                if (message.identity_check.is_some()
+                    || organisation.policy.require_identity_check)
+                    && pins.get(found.recipient_id)?.is_none() =>
+            {
+                // The relay says the patient enrolled, with a key this organisation never
+                // trusted: pinning it now would skip the check the sender asked for (a relay
+                // could answer any number this way). Nothing is pinned or sent.
+                return Err(Error::Input(format!(
+                    "the relay reports this patient enrolled already (recipient {}, key {}), \
+                     so no identity check can apply, and this organisation has not trusted \
+                     that key before; confirm the fingerprint with the patient before sending \
+                     to it",
+                    found.recipient_id, found.fingerprint
+                )));
+            }
             Some(found) => match pins.check(found.recipient_id, found.fingerprint)? {
                 PinCheck::FirstUse => RecipientTrust::PinnedNow {
                     fingerprint: found.fingerprint,

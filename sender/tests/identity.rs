@@ -13,6 +13,7 @@ use relay::testkit::{CheckOutcome, Keys, Patient, TestRelay, keys, wait_for};
 use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
 use sender::client::RetryPolicy;
 use sender::config::{ApiKey, Config, Overrides, RelayUrl};
+use sender::pins::PinStore;
 use sender::send::{IdentityCheck, OrganisationIdentity, OutgoingMessage, PhoneNumber, SendPolicy};
 use sender::setup::{InitRequest, unseal_key};
 use sender::state::StateDir;
@@ -29,10 +30,14 @@ type Reports = Arc<Mutex<Vec<AgentEvent>>>;
 
 /// A sender organisation set up against `relay`, with its agent running.
 struct Organisation {
+    /// The organisation on the relay (its API key, for submissions made without this tooling).
+    sender: relay::testkit::Sender,
     client: Client,
     me: OrganisationIdentity,
     state: StateDir,
     reports: Reports,
+    /// The agent, until [`Self::spawn_agent`] runs it.
+    agent: Option<Agent>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _home: tempfile::TempDir,
 }
@@ -70,8 +75,28 @@ impl Organisation {
             AgentPolicy::default(),
         );
         let reports: Reports = Arc::default();
-        let sink = reports.clone();
+        Self {
+            client: client(RetryPolicy::default()),
+            me: OrganisationIdentity {
+                organisation_id: sender.id,
+                public_key: config.load_key_file().unwrap().public_key,
+                policy,
+            },
+            state,
+            reports,
+            agent: Some(agent),
+            stop: None,
+            sender,
+            _home: home,
+        }
+    }
+
+    /// Runs the agent as a task, as `securetext agent` does.
+    fn spawn_agent(&mut self) {
+        let agent = self.agent.take().expect("the agent runs once");
+        let sink = self.reports.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(stop);
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
@@ -84,18 +109,6 @@ impl Organisation {
                 })
                 .await;
         });
-        Self {
-            client: client(RetryPolicy::default()),
-            me: OrganisationIdentity {
-                organisation_id: sender.id,
-                public_key: config.load_key_file().unwrap().public_key,
-                policy,
-            },
-            state,
-            reports,
-            stop: Some(stop),
-            _home: home,
-        }
     }
 
     async fn send(&self, check: Option<IdentityCheck>) -> Result<sender::send::SendReceipt, Error> {
@@ -163,6 +176,8 @@ on_both_backends![
     without_a_check_the_first_enrollment_is_reported_unverified,
     the_policy_refuses_an_unchecked_first_contact,
     answers_are_limited_per_message,
+    a_key_pinned_through_an_unchecked_message_does_not_open_a_checked_one,
+    a_right_answer_cannot_be_moved_to_another_key,
 ];
 
 /// With a check: the interceptor opens the link first and answers wrong; nothing is enrolled,
@@ -174,6 +189,7 @@ async fn an_interceptor_without_the_answer_gets_nothing_and_the_patient_still_en
     let relay = TestRelay::builder(backend).system_clock().start().await;
     let keys = keys();
     let mut clinic = Organisation::start(&relay, &keys, SendPolicy::default()).await;
+    clinic.spawn_agent();
     let check = IdentityCheck::new(Some(BIRTH_DATE), None).unwrap();
     let sent = clinic.send(Some(check)).await.unwrap();
     let link = relay.deliver_link_for(PHONE).await;
@@ -255,6 +271,7 @@ async fn without_a_check_the_first_enrollment_is_reported_unverified(backend: Ba
     let relay = TestRelay::builder(backend).system_clock().start().await;
     let keys = keys();
     let mut clinic = Organisation::start(&relay, &keys, SendPolicy::default()).await;
+    clinic.spawn_agent();
     let sent = clinic.send(None).await.unwrap();
     let link = relay.deliver_link_for(PHONE).await;
     interceptor(&keys).enroll(&relay, &link).await;
@@ -278,6 +295,7 @@ async fn the_policy_refuses_an_unchecked_first_contact(backend: Backend) {
         require_identity_check: true,
     };
     let mut clinic = Organisation::start(&relay, &keys, policy).await;
+    clinic.spawn_agent();
     let refused = clinic.send(None).await.unwrap_err();
     assert!(
         matches!(&refused, Error::Input(text) if text.contains("identity check")),
@@ -294,6 +312,7 @@ async fn answers_are_limited_per_message(backend: Backend) {
     let relay = TestRelay::builder(backend).system_clock().start().await;
     let keys = keys();
     let mut clinic = Organisation::start(&relay, &keys, SendPolicy::default()).await;
+    clinic.spawn_agent();
     let check = IdentityCheck::new(Some(BIRTH_DATE), None).unwrap();
     clinic.send(Some(check)).await.unwrap();
     let link = relay.deliver_link_for(PHONE).await;
@@ -324,4 +343,115 @@ async fn answers_are_limited_per_message(backend: Backend) {
 
 fn copy_key(key: &shared::keys::PrivateKey) -> shared::keys::PrivateKey {
     shared::keys::PrivateKey::from_pkcs8_der(&key.to_pkcs8_der().unwrap()).unwrap()
+}
+
+/// A relay that lists a checked message's re-wrap for a key that passed no check (here, the
+/// key an interceptor enrolled through another first-contact link of the organisation, one
+/// this host did not send): the agent holds it on every pass and pins nothing (before the
+/// fix, the first pass pinned it and the second re-wrapped to it).
+async fn a_key_pinned_through_an_unchecked_message_does_not_open_a_checked_one(backend: Backend) {
+    let relay = TestRelay::builder(backend).system_clock().start().await;
+    let keys = keys();
+    let mut clinic = Organisation::start(&relay, &keys, SendPolicy::default()).await;
+    let agent = clinic.agent.take().unwrap();
+    let check = IdentityCheck::new(Some(BIRTH_DATE), None).unwrap();
+    let checked = clinic.send(Some(check)).await.unwrap();
+    relay.deliver_link_for(PHONE).await;
+    relay
+        .submit_first_contact(&clinic.sender, PHONE, "sent from elsewhere")
+        .await;
+    let link = relay.deliver_link_for(PHONE).await;
+    interceptor(&keys).enroll(&relay, &link).await;
+    let offered = keys.patient_after_reset.public_key().fingerprint();
+    for pass in 0..3 {
+        let events = agent.run_once().await.unwrap();
+        assert!(
+            events.contains(&AgentEvent::IdentityCheckPending {
+                message_id: checked.message_id,
+                recipient_id: checked.recipient_id,
+                offered,
+            }),
+            "pass {pass}: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, AgentEvent::Rewrapped { .. })),
+            "pass {pass}: {events:?}"
+        );
+    }
+    assert!(
+        PinStore::new(&clinic.state)
+            .get(checked.recipient_id)
+            .unwrap()
+            .is_none(),
+        "nothing was pinned"
+    );
+    clinic.stop();
+    relay.finish().await;
+}
+
+/// A relay that, after the real patient confirmed a right answer, lists the attempt with
+/// another key (its own): the agent's verdict is a failure, nothing is enrolled or pinned.
+async fn a_right_answer_cannot_be_moved_to_another_key(backend: Backend) {
+    let relay = TestRelay::builder(backend).system_clock().start().await;
+    let keys = keys();
+    let mut clinic = Organisation::start(&relay, &keys, SendPolicy::default()).await;
+    let agent = clinic.agent.take().unwrap();
+    let check = IdentityCheck::new(Some(BIRTH_DATE), None).unwrap();
+    let sent = clinic.send(Some(check)).await.unwrap();
+    let link = relay.deliver_link_for(PHONE).await;
+    // The agent answers; the patient confirms; then the relay swaps the key.
+    let store = relay.state().store().clone();
+    let progress = || async {
+        let mut conn = store.conn().await.unwrap();
+        sqlx::query("SELECT progress FROM enrollment_checks")
+            .fetch_optional(&mut *conn)
+            .await
+            .unwrap()
+            .map(|row| sqlx::Row::get::<String, _>(&row, "progress"))
+    };
+    let the_relay = async {
+        wait_for(Duration::from_secs(10), || async {
+            progress().await.is_some()
+        })
+        .await
+        .expect("the patient starts the check");
+        agent.run_once().await.unwrap();
+        wait_for(Duration::from_secs(10), || async {
+            progress().await.as_deref() == Some("confirmed")
+        })
+        .await
+        .expect("the patient confirms");
+        let substitute = keys.patient_after_reset.public_key();
+        let mut conn = store.conn().await.unwrap();
+        sqlx::query("UPDATE enrollment_checks SET public_key = $1, fingerprint = $2")
+            .bind(substitute.spki_der().to_vec())
+            .bind(substitute.fingerprint().to_string())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        agent.run_once().await.unwrap()
+    };
+    let (real, answer) = (patient(&keys), date_of_birth(BIRTH_DATE));
+    let the_patient = real.enroll_checked(&relay, &link, &answer);
+    let (events, outcome) = tokio::join!(the_relay, the_patient);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, AgentEvent::IdentityCheckFailed { message_id, .. }
+            if *message_id == sent.message_id)
+        ),
+        "{events:?}"
+    );
+    assert_eq!(outcome, CheckOutcome::Failed { attempts_left: 4 });
+    assert!(
+        PinStore::new(&clinic.state)
+            .get(sent.recipient_id)
+            .unwrap()
+            .is_none(),
+        "nothing was pinned"
+    );
+    clinic.stop();
+    relay.finish().await;
 }

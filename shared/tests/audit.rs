@@ -536,6 +536,9 @@ fn kinds_have_their_documented_names() {
         "api_key_revoked",
         "open_failed",
         "lockout_cleared",
+        "enrollment_check_failed",
+        "enrollment_verified",
+        "password_disowned",
     ];
     assert_eq!(AuditKind::ALL.len(), names.len());
     for (kind, name) in AuditKind::ALL.into_iter().zip(names) {

@@ -2,6 +2,10 @@
 //! phone viewport, with the process tree, profile and caches confined to a temporary directory
 //! that is removed afterwards, also when a test fails.
 
+mod deployment;
+
+pub use deployment::Deployment;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

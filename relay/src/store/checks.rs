@@ -24,6 +24,11 @@ use sqlx::{AnyConnection, Row};
 use super::recipients::{self, NewEnrollment, SealedEnrollment};
 use super::{StoreError, StoreResult, row};
 
+/// How long an attempt may stay undecided: far longer than an exchange takes (seconds), and
+/// longer than the viewer waits for the agent. After it, or once its message ended, the purge
+/// fails the attempt and erases its held enrollment ([`abandon_stale`]).
+pub const ATTEMPT_LIFETIME_SECONDS: i64 = 600;
+
 /// A stored attempt.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -294,4 +299,55 @@ pub async fn decide(
     .execute(conn)
     .await?;
     Ok(enrolled)
+}
+
+/// An attempt the purge failed: nobody finished it in time, or its message ended.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    /// The message.
+    pub message_id: MessageId,
+    /// The sender.
+    pub organisation_id: OrganisationId,
+    /// The patient.
+    pub recipient_id: RecipientId,
+    /// Answers the message still accepts.
+    pub attempts_left: u32,
+}
+
+/// Fails every undecided attempt older than [`ATTEMPT_LIFETIME_SECONDS`] or of a message no
+/// longer live, and erases its held enrollment (the sealed private key and peppered verifier of
+/// an answer never finished must not outlive it). Each is returned for the audit log: an
+/// attempt whose agent reply the patient read but never confirmed was still a guess.
+pub async fn abandon_stale(conn: &mut AnyConnection, now: i64) -> StoreResult<Vec<Abandoned>> {
+    let rows = sqlx::query(
+        "SELECT c.id, c.message_id, c.organisation_id, c.recipient_id FROM enrollment_checks c \
+         WHERE c.progress IN ('awaiting_sender', 'answered', 'confirmed') \
+         AND (c.created_at < $1 OR NOT EXISTS (SELECT 1 FROM messages m \
+              WHERE m.id = c.message_id AND m.status = 'active' AND m.expires_at > $2)) \
+         ORDER BY c.created_at, c.id",
+    )
+    .bind(now - ATTEMPT_LIFETIME_SECONDS)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut abandoned = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        sqlx::query(
+            "UPDATE enrollment_checks SET progress = 'failed', decided_at = $1, \
+             password_record = NULL, verifier = NULL WHERE id = $2",
+        )
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+        let message_id: MessageId = row::parsed(row, "message_id")?;
+        abandoned.push(Abandoned {
+            message_id,
+            organisation_id: row::parsed(row, "organisation_id")?,
+            recipient_id: row::parsed(row, "recipient_id")?,
+            attempts_left: attempts_left(&mut *conn, message_id).await?,
+        });
+    }
+    Ok(abandoned)
 }

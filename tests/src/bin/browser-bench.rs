@@ -23,25 +23,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{Browser, dist_dir};
+use e2e::{Browser, Deployment};
 use fantoccini::Locator;
 use fantoccini::wd::TimeoutConfiguration;
-use relay::store::Backend;
-use relay::testkit::{Patient, TestRelay};
-use sender::agent::{Agent, AgentEvent, AgentNotice, AgentPolicy, RunOptions};
-use sender::client::RetryPolicy;
-use sender::config::{ApiKey, Config, Overrides, RelayUrl};
-use sender::send::{OrganisationIdentity, OutgoingMessage, PhoneNumber, SendPolicy};
-use sender::setup::{InitRequest, unseal_key};
-use sender::state::StateDir;
+use relay::testkit::Patient;
 use serde_json::{Value, json};
-use shared::envelope::Content;
-use shared::ids::MessageId;
-use shared::kdf::{KdfParams, Password};
+use shared::kdf::KdfParams;
 
 /// The CPU throttling rates measured: none, and a low-end phone.
 const RATES: [u32; 2] = [1, 4];
@@ -53,7 +43,6 @@ const SALT: [u8; 16] = [
 const OUTPUT_LEN: usize = 32;
 /// The patient's password in the viewer journeys.
 const PASSWORD: &str = "Maple syrup 2026!";
-const PASSPHRASE: &str = "organisation passphrase for the benchmark";
 /// AES-GCM input size.
 const AES_BYTES: usize = 1 << 20;
 /// Longest the `rsa` crate's key generation is repeated for, per throttling level (it takes
@@ -349,149 +338,6 @@ async fn measure_primitives(base: &str, rate: u32, reps: usize) -> Result<Primit
     Ok(out)
 }
 
-/// The real relay (in-process, this workspace's code, SQLite, the wall clock) serving the
-/// built viewer, a clinic set up with the sender tooling, and the sender's agent running as a
-/// task with its default poll.
-struct Deployment {
-    relay: TestRelay,
-    client: sender::Client,
-    me: OrganisationIdentity,
-    state: StateDir,
-    _home: tempfile::TempDir,
-    rewraps: Arc<Mutex<Vec<(MessageId, SystemTime)>>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    agent: tokio::task::JoinHandle<()>,
-}
-
-impl Deployment {
-    async fn start() -> Result<Self> {
-        let limits = relay::limits::Limits {
-            address_unlock_attempts: 10_000,
-            open_rate_per_minute: 10_000,
-            send_rate_per_minute: 10_000,
-            ..relay::limits::Limits::DEFAULT
-        };
-        let relay = TestRelay::builder(Backend::Sqlite)
-            .limits(limits)
-            .system_clock()
-            .viewer_dir(dist_dir())
-            .start()
-            .await;
-        let clinic = relay.organisation("Riverside Clinic").await;
-        let home = tempfile::tempdir()?;
-        let state = StateDir::open(home.path().join("securetext"))?;
-        let outcome = sender::setup::init(
-            &state,
-            InitRequest {
-                relay_url: RelayUrl::parse(&relay.base)?,
-                api_key: ApiKey::new(&clinic.api_key)?,
-                store_api_key: true,
-                key_file: None,
-                kdf_params: KdfParams::MINIMUM,
-                replace_registered_key: false,
-            },
-            &Password::new(PASSPHRASE)?,
-            None,
-        )
-        .await?;
-        let config = Config::load(state.clone(), Overrides::default())?;
-        let client = sender::Client::with_retry_policy(
-            config.relay_url.clone(),
-            config.api_key.clone(),
-            RetryPolicy::default(),
-        )?;
-        let me = OrganisationIdentity {
-            organisation_id: outcome.organisation_id,
-            public_key: config.load_key_file()?.public_key,
-            policy: SendPolicy::default(),
-        };
-        let agent = Agent::new(
-            sender::Client::with_retry_policy(
-                config.relay_url.clone(),
-                config.api_key.clone(),
-                RetryPolicy::no_retries(),
-            )?,
-            outcome.organisation_id,
-            unseal_key(&config, &Password::new(PASSPHRASE)?)?,
-            &state,
-            AgentPolicy::default(),
-        );
-        let rewraps: Arc<Mutex<Vec<(MessageId, SystemTime)>>> = Arc::default();
-        let sink = rewraps.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(async move {
-            agent
-                .run(
-                    RunOptions::default(),
-                    async move {
-                        let _ = stopped.await;
-                    },
-                    move |notice| match notice {
-                        AgentNotice::Event(AgentEvent::Rewrapped { message_id, .. }) => {
-                            sink.lock().unwrap().push((*message_id, SystemTime::now()));
-                        }
-                        AgentNotice::Event(other) => progress!("agent: {other:?}"),
-                        AgentNotice::PassFailed { error, .. } => progress!("agent: {error}"),
-                        AgentNotice::Recovered => {}
-                    },
-                )
-                .await;
-        });
-        Ok(Self {
-            relay,
-            client,
-            me,
-            state,
-            _home: home,
-            rewraps,
-            stop,
-            agent,
-        })
-    }
-
-    /// Sends a message as `securetext send` does, delivers its SMS and returns its id and the
-    /// link as texted.
-    async fn send(&self, phone: &str, body: &str) -> Result<(MessageId, String)> {
-        let receipt = self
-            .client
-            .send(
-                &self.me,
-                &self.state,
-                &OutgoingMessage {
-                    to: PhoneNumber::parse(phone)?,
-                    content: Content {
-                        subject: "Lab results".into(),
-                        body: body.into(),
-                    },
-                    lifetime_seconds: 3_600,
-                    identity_check: None,
-                },
-            )
-            .await?;
-        self.relay.deliver_sms().await;
-        Ok((receipt.message_id, self.relay.sms_link_for(phone)))
-    }
-
-    /// When the agent reported re-wrapping `id`, waiting up to `limit` for it.
-    async fn rewrapped(&self, id: MessageId, limit: Duration) -> Option<SystemTime> {
-        poll(limit, || async {
-            self.rewraps
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(m, _)| *m == id)
-                .map(|(_, at)| *at)
-        })
-        .await
-    }
-
-    async fn finish(self) {
-        let _ = self.stop.send(());
-        let _ = self.agent.await;
-        self.relay.finish().await;
-    }
-}
-
 /// Arms the page: a capturing `submit` listener and a MutationObserver that notes when
 /// `needle` first appears in the document and the next animation frame after it (the first
 /// frame that can show it). Clears earlier `performance` marks.
@@ -595,7 +441,7 @@ async fn timeline(browser: &Browser) -> Result<Timeline> {
 async fn unlock_journey(deployment: &Deployment, rate: u32, reps: usize) -> Result<Vec<Timeline>> {
     let phone = format!("+1555014{rate}000");
     let (first, _) = deployment
-        .send(&phone, "Welcome to Riverside Clinic.")
+        .send(&phone, "Welcome to Riverside Clinic.", None)
         .await?;
     let patient = Patient {
         key: relay::testkit::keys().patient,
@@ -613,7 +459,7 @@ async fn unlock_journey(deployment: &Deployment, rate: u32, reps: usize) -> Resu
     let mut timelines = Vec::new();
     for i in 0..=reps {
         let body = format!("Unlock benchmark {rate}x #{i}: your cholesterol results are normal.");
-        let (_, link) = deployment.send(&phone, &body).await?;
+        let (_, link) = deployment.send(&phone, &body, None).await?;
         browser.client.goto("about:blank").await?;
         browser.client.goto(&link).await?;
         browser.wait("#password").await;
@@ -642,7 +488,7 @@ async fn enroll_journey(deployment: &Deployment, rate: u32, reps: usize) -> Resu
     for i in 0..reps {
         let phone = format!("+1555015{rate}{i:03}");
         let body = format!("Enrollment benchmark {rate}x #{i}: your prescription is ready.");
-        let (id, link) = deployment.send(&phone, &body).await?;
+        let (id, link) = deployment.send(&phone, &body, None).await?;
         let browser = browser().await?;
         browser.client.goto(&link).await?;
         browser.wait("#new-password").await;
