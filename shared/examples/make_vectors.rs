@@ -240,6 +240,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (TokenKind::Link, "link"),
         (TokenKind::Session, "session"),
         (TokenKind::ApiKey, "api-key"),
+        (TokenKind::Device, "device"),
     ] {
         let bytes: [u8; 32] = random(&mut rng);
         let text = shared::encoding::b64u_encode(bytes);

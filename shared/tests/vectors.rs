@@ -345,6 +345,7 @@ fn token_hash_vectors() {
             "link" => TokenKind::Link,
             "session" => TokenKind::Session,
             "api-key" => TokenKind::ApiKey,
+            "device" => TokenKind::Device,
             other => panic!("unknown kind {other}"),
         };
         assert_eq!(b64u_encode(h(&v.token)), v.token_base64url);

@@ -605,7 +605,7 @@ fn check_fields(
     let left = format!(
         "{} {}",
         challenge.attempts_left,
-        text(lang, Key::AttemptsLeft)
+        text(lang, Key::CheckAttemptsLeft)
     );
     view! {
         <fieldset class="check" aria-describedby="check-intro check-left">

@@ -184,6 +184,8 @@ pub enum Key {
     EnrollmentCodeHint,
     /// The answer is not a date or a code of the right form.
     CheckMalformed,
+    /// Suffix after the number of answers the link still accepts.
+    CheckAttemptsLeft,
     /// The answer did not match; nothing was saved.
     CheckWrong,
     /// No answers left: heading.
@@ -384,6 +386,10 @@ pub fn text(lang: Lang, key: Key) -> &'static str {
             "Please enter your full date of birth and the code exactly as you were given it.",
             "Escriba su fecha de nacimiento completa y el código tal como se lo dieron.",
         ),
+        CheckAttemptsLeft => (
+            "answers left for this link",
+            "respuestas restantes para este enlace",
+        ),
         CheckWrong => (
             "That does not match what the sender has on file. Nothing was saved; check your answer and try again.",
             "Eso no coincide con lo que el remitente tiene registrado. No se guardó nada; revise su respuesta e intente de nuevo.",
@@ -453,6 +459,7 @@ mod tests {
             EnrollmentCode,
             EnrollmentCodeHint,
             CheckMalformed,
+            CheckAttemptsLeft,
             CheckWrong,
             CheckExhaustedTitle,
             CheckExhausted,
