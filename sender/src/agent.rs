@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use rand_core::OsRng;
 use serde::Serialize;
 use shared::api::{CheckProgress, LongPoll};
+use shared::audit::AuditKind;
 use shared::envelope::Wrap;
 use shared::identity_check::{CheckContext, ExpectedConfirmation, MAX_ATTEMPTS, answer_attempt};
 use shared::ids::{CheckAttemptId, MessageId, OrganisationId, RecipientId};
@@ -105,6 +106,16 @@ pub enum AgentEvent {
         attempts_left: u32,
         /// Why.
         reason: String,
+    },
+    /// The patient said, on the unlock screen, that they never set a password: someone else
+    /// may have enrolled with their link. Call the patient on a number already known.
+    PasswordDisowned {
+        /// The message whose link they opened.
+        message_id: MessageId,
+        /// The patient.
+        recipient_id: RecipientId,
+        /// When (Unix seconds).
+        at: i64,
     },
     /// The patient enrolled a key that no answer to the message's identity check verified; the
     /// message is not re-wrapped to it.
@@ -183,6 +194,7 @@ impl AgentEvent {
             | Self::IdentityVerified { message_id, .. }
             | Self::IdentityCheckFailed { message_id, .. }
             | Self::IdentityCheckPending { message_id, .. }
+            | Self::PasswordDisowned { message_id, .. }
             | Self::KeyChangeHeld { message_id, .. }
             | Self::RecipientChangeHeld { message_id, .. }
             | Self::NotRecorded { message_id }
@@ -278,7 +290,16 @@ pub struct Agent {
     /// and has not decided yet. In memory only: after a restart such an attempt fails (the
     /// patient answers again), which keeps the exchange's secrets off the disk.
     expected: Mutex<HashMap<CheckAttemptId, Answered>>,
+    /// The audit log's last sequence number read for alarms the patient raised
+    /// ([`AgentEvent::PasswordDisowned`]); `None` until the first pass.
+    audit_after: Mutex<Option<u64>>,
 }
+
+/// Audit events read per request.
+const AUDIT_PAGE: usize = 1_000;
+
+/// On start, the agent reports the alarms patients raised this long ago at most.
+const ALARMS_LOOKBACK_SECONDS: i64 = 7 * 86_400;
 
 /// An identity-check attempt this agent answered: what it answered it for, and what the
 /// patient's confirmation must be.
@@ -307,6 +328,7 @@ impl Agent {
             journal: Journal::new(state),
             policy,
             expected: Mutex::new(HashMap::new()),
+            audit_after: Mutex::new(None),
         }
     }
 
@@ -346,6 +368,7 @@ impl Agent {
         for item in rewraps {
             self.process(&item, &mut events).await?;
         }
+        self.patient_alarms(&mut events).await?;
         progressed |= events
             .iter()
             .any(|event| matches!(event, AgentEvent::Rewrapped { .. }));
@@ -513,6 +536,44 @@ impl Agent {
                 Err(error)
             }
         }
+    }
+
+    /// Reads the audit log since the last pass for the alarms patients raise in the viewer
+    /// ("I never set a password"); the first pass reads from the start and reports those of
+    /// the last [`ALARMS_LOOKBACK_SECONDS`]. One pass lasts at most one long-poll, so an alarm is
+    /// reported within about 20 seconds.
+    async fn patient_alarms(&self, events: &mut Vec<AgentEvent>) -> Result<(), Error> {
+        let known = *self
+            .audit_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let since = crate::state::unix_now() - ALARMS_LOOKBACK_SECONDS;
+        let mut after = known.unwrap_or(0);
+        loop {
+            let page = self.client.audit_page(after, AUDIT_PAGE).await?;
+            for event in &page {
+                if event.kind == AuditKind::PasswordDisowned
+                    && (known.is_some() || event.at >= since)
+                    && let (Some(message_id), Some(recipient_id)) =
+                        (event.message_id, event.recipient_id)
+                {
+                    events.push(AgentEvent::PasswordDisowned {
+                        message_id,
+                        recipient_id,
+                        at: event.at,
+                    });
+                }
+                after = after.max(event.seq);
+            }
+            if page.len() < AUDIT_PAGE {
+                break;
+            }
+        }
+        *self
+            .audit_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(after);
+        Ok(())
     }
 
     /// Fails an attempt (the verdict `false`) and describes why.
@@ -857,6 +918,11 @@ mod tests {
                 recipient_id,
                 offered: fingerprint,
             },
+            AgentEvent::PasswordDisowned {
+                message_id,
+                recipient_id,
+                at: 0,
+            },
             AgentEvent::KeyChangeHeld {
                 message_id,
                 recipient_id,
@@ -892,6 +958,7 @@ mod tests {
                 | AgentEvent::IdentityVerified { .. }
                 | AgentEvent::IdentityCheckFailed { .. }
                 | AgentEvent::IdentityCheckPending { .. }
+                | AgentEvent::PasswordDisowned { .. }
                 | AgentEvent::KeyChangeHeld { .. }
                 | AgentEvent::RecipientChangeHeld { .. }
                 | AgentEvent::KeyChangeAutoApproved { .. }

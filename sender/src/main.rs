@@ -663,6 +663,17 @@ fn describe(event: &AgentEvent) -> String {
                 ""
             }
         ),
+        AgentEvent::PasswordDisowned {
+            message_id,
+            recipient_id,
+            at,
+        } => format!(
+            "ALARM recipient {recipient_id} says they never set a password (message \
+             {message_id}, {}): someone else may have enrolled with their link. Call the patient \
+             on a number you already know, then `relay patient reset-enrollment` and send a new \
+             message with --verify",
+            utc(*at)
+        ),
         AgentEvent::IdentityCheckPending {
             message_id,
             recipient_id,

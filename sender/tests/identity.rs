@@ -266,7 +266,8 @@ async fn an_interceptor_without_the_answer_gets_nothing_and_the_patient_still_en
 }
 
 /// Without a check, today's behaviour remains (whoever enrolls first is re-wrapped to), but the
-/// agent says the first enrollment was unverified.
+/// agent says the first enrollment was unverified; and when the real patient then says "I never
+/// set a password", the agent reports it.
 async fn without_a_check_the_first_enrollment_is_reported_unverified(backend: Backend) {
     let relay = TestRelay::builder(backend).system_clock().start().await;
     let keys = keys();
@@ -283,6 +284,25 @@ async fn without_a_check_the_first_enrollment_is_reported_unverified(backend: Ba
     })
     .await
     .expect("re-wrapped, as an unverified first enrollment");
+    // The real patient, asked for a password they never set, raises the alarm; the agent
+    // reports it.
+    let (status, body) = relay
+        .call(
+            reqwest::Method::POST,
+            "/v1/viewer/disown",
+            None,
+            Some(serde_json::json!({ "link": link })),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    wait_for(Duration::from_secs(30), || async {
+        clinic.reported(|event| {
+            matches!(event, AgentEvent::PasswordDisowned { message_id, .. }
+                if *message_id == sent.message_id)
+        })
+    })
+    .await
+    .expect("the agent reports the patient's alarm");
     clinic.stop();
     relay.finish().await;
 }
