@@ -237,13 +237,20 @@ async fn an_interceptor_without_the_answer_gets_nothing_and_the_patient_still_en
         read[0].1.as_ref().unwrap().body,
         "Your lab results are ready."
     );
-    assert!(clinic.reported(|event| matches!(
-        event,
-        AgentEvent::IdentityCheckFailed {
-            attempts_left: 4,
-            ..
-        }
-    )));
+    // The agent reports its verdict once the relay answered it.
+    wait_for(Duration::from_secs(10), || async {
+        clinic.reported(|event| {
+            matches!(
+                event,
+                AgentEvent::IdentityCheckFailed {
+                    attempts_left: 4,
+                    ..
+                }
+            )
+        })
+    })
+    .await
+    .expect("the agent reports the wrong answer");
     let kinds: Vec<String> = clinic
         .client
         .status(sent.message_id)

@@ -5,7 +5,10 @@
 //! message, re-wrapped by the agent to the key that answer is bound to. In English and Spanish,
 //! with screenshots in `docs/screenshots/<lang>/`.
 
+use std::time::Duration;
+
 use e2e::{Browser, Deployment, workspace_root};
+use relay::testkit::wait_for;
 use sender::agent::AgentEvent;
 use sender::send::IdentityCheck;
 use serde_json::json;
@@ -90,10 +93,16 @@ async fn journey(lang: &str, phone: &str) {
     browser.wait_text(left).await;
     show_check(&browser).await;
     browser.screenshot(&shot("16-identity-wrong")).await;
-    assert!(
-        deployment.reported(|event| matches!(event,
-        AgentEvent::IdentityCheckFailed { message_id, attempts_left: 4, .. } if *message_id == id))
-    );
+    // The page knows from the agent's confirmation; the agent's verdict follows.
+    wait_for(Duration::from_secs(30), || async {
+        deployment.reported(|event| {
+            matches!(event,
+            AgentEvent::IdentityCheckFailed { message_id, attempts_left: 4, .. }
+                if *message_id == id)
+        })
+    })
+    .await
+    .expect("the agent records the failed answer");
 
     // The right date: enrolled, unlocked, re-wrapped to the verified key, read.
     answer(&browser, BIRTH_DATE).await;
@@ -101,9 +110,17 @@ async fn journey(lang: &str, phone: &str) {
     browser
         .screenshot(&shot("17-identity-verified-message"))
         .await;
-    assert!(deployment.reported(|event| matches!(event,
-        AgentEvent::Rewrapped { message_id, identity_verified: true, newly_pinned: true, .. }
-            if *message_id == id)));
+    // The agent reports the re-wrap once the relay's answer to it arrives, which can be just
+    // after the page shows the message.
+    wait_for(Duration::from_secs(30), || async {
+        deployment.reported(|event| {
+            matches!(event,
+            AgentEvent::Rewrapped { message_id, identity_verified: true, newly_pinned: true, .. }
+                if *message_id == id)
+        })
+    })
+    .await
+    .expect("re-wrapped to the verified key");
     browser.finish().await;
     deployment.finish().await;
 }
