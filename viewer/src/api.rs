@@ -238,13 +238,33 @@ mod tests {
     /// The relay's answer to an open, as this viewer receives it, parses in both states.
     #[test]
     fn open_responses_parse() {
-        let enrolled = r#"{"message_id":"2b3a1f5e-8c4d-4e6f-9a7b-1c2d3e4f5a6b","recipient_id":"3c4b2a6f-9d5e-4f70-8b8c-2d3e4f5a6b7c","organisation_name":"Clinic","created_at":1,"expires_at":2,"idle_timeout_seconds":300,"state":"enrolled","kdf_params":{"algorithm":"argon2id-v19","memory_kib":65536,"iterations":3,"parallelism":1},"salt":"AAAAAAAAAAAAAAAAAAAAAA"}"#;
+        let enrolled = r#"{"message_id":"2b3a1f5e-8c4d-4e6f-9a7b-1c2d3e4f5a6b","recipient_id":"3c4b2a6f-9d5e-4f70-8b8c-2d3e4f5a6b7c","organisation_id":"4d5c3b7a-0e6f-4a81-9c9d-3e4f5a6b7c8d","organisation_name":"Clinic","created_at":1,"expires_at":2,"idle_timeout_seconds":300,"state":"enrolled","kdf_params":{"algorithm":"argon2id-v19","memory_kib":65536,"iterations":3,"parallelism":1},"salt":"AAAAAAAAAAAAAAAAAAAAAA"}"#;
         let info: OpenResponse = serde_json::from_str(enrolled).unwrap();
         assert!(matches!(info.patient, PatientState::Enrolled { .. }));
         let new = enrolled
             .replace(r#""state":"enrolled""#, r#""state":"new""#)
             .replace(r#","salt":"AAAAAAAAAAAAAAAAAAAAAA""#, "");
         let info: OpenResponse = serde_json::from_str(&new).unwrap();
-        assert!(matches!(info.patient, PatientState::New { .. }));
+        assert!(matches!(
+            info.patient,
+            PatientState::New {
+                identity_check: None,
+                ..
+            }
+        ));
+        let checked = new.replace(
+            r#""state":"new""#,
+            r#""state":"new","identity_check":{"kind":"code","attempts_left":3}"#,
+        );
+        let info: OpenResponse = serde_json::from_str(&checked).unwrap();
+        let PatientState::New {
+            identity_check: Some(challenge),
+            ..
+        } = info.patient
+        else {
+            panic!("the check is read");
+        };
+        assert_eq!(challenge.attempts_left, 3);
+        assert!(challenge.kind.asks_code() && !challenge.kind.asks_date_of_birth());
     }
 }
