@@ -23,15 +23,17 @@
 //!    [`audit::lock_chain`], which keeps two relays and concurrent unlocks from deadlocking —
 //!    and the patients' keys checked again under the lock (a reset committed since phase 1
 //!    refuses a message wrapped to the old key);
-//! 4. each message, its link, its SMS and its audit events, inside a savepoint so that a message
-//!    another relay inserted meanwhile refuses only its own submission.
+//! 4. the messages, their links, their SMS and their audit events, each with a multi-row
+//!    statement; a message whose id or idempotency key another relay inserted meanwhile is left
+//!    out (`ON CONFLICT DO NOTHING`), which refuses only its own submission.
 //!
 //! A twin of a submission in the same batch (same idempotency key or message id: a client's
 //! retry before its first attempt was answered) waits for a second round right after the
 //! commit, where it gets the first one's answer (`200`, or its refusal) instead of a guess.
 //!
-//! The audit chain's head is read once per organisation and batch ([`audit::Chains`]), so the
-//! chain no longer costs a read and a lock per request.
+//! Each phase costs a few statements per batch, not per submission: the audit chain's head is
+//! read once per organisation and batch ([`audit::Chains`]), the rows the checks need are read
+//! with one `IN (...)` list per kind, and the writes are multi-row inserts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Weak;
@@ -52,7 +54,7 @@ use crate::state::{AppState, Inner};
 use crate::store::audit::{self, Chains, Record};
 use crate::store::messages::{self, NewMessage, StoredMessage};
 use crate::store::orgs::Organisation;
-use crate::store::outbox::{self, SealedSms};
+use crate::store::outbox::{self, NewSms, SealedSms};
 use crate::store::recipients::{self, Recipient};
 use crate::store::{StoreResult, Tx, throttle};
 
@@ -175,10 +177,8 @@ async fn write_batch(state: &AppState, batch: &[&Submission]) -> StoreResult<Vec
     grant_send_rates(&mut tx, state, &mut planned, &mut outcomes).await?;
     lock_in_order(&mut tx, state, &mut planned).await?;
     recheck_locked_patients(&mut tx, &mut planned, &mut outcomes).await?;
-    let mut chains = Chains::default();
-    for plan in &planned {
-        let outcome = write_one(&mut tx, state, &mut chains, plan).await?;
-        outcomes[plan.index] = Some(outcome);
+    for (index, outcome) in write_all(&mut tx, state, &planned).await? {
+        outcomes[index] = Some(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -192,11 +192,15 @@ async fn recheck_locked_patients(
     planned: &mut Vec<Planned<'_>>,
     outcomes: &mut [Option<Answer>],
 ) -> StoreResult<()> {
+    let named: Vec<RecipientId> = planned
+        .iter()
+        .filter_map(|plan| plan.submission.envelope.header.recipient_id)
+        .collect();
+    let current = recipients::get_all(tx, &named).await?;
     let mut kept = Vec::with_capacity(planned.len());
     for plan in planned.drain(..) {
         if let Some(named) = plan.submission.envelope.header.recipient_id {
-            let current = recipients::get(tx, named).await?;
-            if let Err(refusal) = check_recipient(&plan.submission.envelope, current.as_ref()) {
+            if let Err(refusal) = check_recipient(&plan.submission.envelope, current.get(&named)) {
                 outcomes[plan.index] = Some(Err(refusal));
                 continue;
             }
@@ -208,18 +212,42 @@ async fn recheck_locked_patients(
 }
 
 /// Phase 1: the checks that read, in arrival order. Refusals go to `outcomes`; the rest is the
-/// plan.
+/// plan. The rows they need are read first, with one statement per kind (and organisation),
+/// not one per submission: nothing is written in this phase, so reading ahead sees what each
+/// check would have seen.
 async fn check_all<'a>(
     tx: &mut Tx,
     state: &AppState,
     batch: &[&'a Submission],
     outcomes: &mut [Option<Answer>],
 ) -> StoreResult<Vec<Planned<'a>>> {
+    let mut keys_by_org: HashMap<OrganisationId, Vec<&str>> = HashMap::new();
+    for submission in batch {
+        if let Some(key) = &submission.idempotency_key {
+            keys_by_org
+                .entry(submission.organisation.id)
+                .or_default()
+                .push(key);
+        }
+    }
+    let mut stored_keys = HashMap::new();
+    for (org, keys) in keys_by_org {
+        for (key, message) in messages::by_idempotency_keys(tx, org, &keys).await? {
+            stored_keys.insert((org, key), message);
+        }
+    }
+    let ids: Vec<MessageId> = batch.iter().map(|s| s.envelope.header.message_id).collect();
+    let stored_ids = messages::taken(tx, &ids).await?;
+    let lookups: Vec<[u8; 32]> = batch
+        .iter()
+        .map(|s| s.phone.lookup(state.data_key(), s.organisation.id))
+        .collect();
+    let patients = recipients::find_by_phones(tx, &lookups).await?;
+
     let mut planned = Vec::new();
     let mut ids_taken = HashSet::new();
     let mut keys_taken = HashSet::new();
-    let mut patients: HashMap<[u8; 32], Option<Recipient>> = HashMap::new();
-    for (index, &submission) in batch.iter().enumerate() {
+    for (index, (&submission, lookup)) in batch.iter().zip(lookups).enumerate() {
         let header = &submission.envelope.header;
         let org = submission.organisation.id;
         if let Some(key) = &submission.idempotency_key {
@@ -228,8 +256,8 @@ async fn check_all<'a>(
                 // known next round (outcome left `None`).
                 continue;
             }
-            if let Some(existing) = messages::by_idempotency_key(tx, org, key).await? {
-                let replayed = replay(&existing, header.message_id, submission.now);
+            if let Some(existing) = stored_keys.get(&(org, key.clone())) {
+                let replayed = replay(existing, header.message_id, submission.now);
                 outcomes[index] = Some(replayed.map(Accepted::Replay));
                 continue;
             }
@@ -238,20 +266,12 @@ async fn check_all<'a>(
             // A twin by message id: as above.
             continue;
         }
-        if messages::exists(tx, header.message_id).await? {
+        if stored_ids.contains(&header.message_id) {
             outcomes[index] = Some(Err(duplicate_message()));
             continue;
         }
-        let lookup = submission.phone.lookup(state.data_key(), org);
-        let recipient = match patients.get(&lookup) {
-            Some(known) => known.clone(),
-            None => {
-                let found = recipients::find_by_phone(tx, &lookup).await?;
-                patients.insert(lookup, found.clone());
-                found
-            }
-        };
-        if let Err(refusal) = check_recipient(&submission.envelope, recipient.as_ref()) {
+        let recipient = patients.get(&lookup);
+        if let Err(refusal) = check_recipient(&submission.envelope, recipient) {
             outcomes[index] = Some(Err(refusal));
             continue;
         }
@@ -370,12 +390,8 @@ async fn lock_in_order(
             plan.recipient = created.get(&plan.lookup).copied();
         }
     }
-    let mut patients: Vec<RecipientId> = planned.iter().filter_map(|p| p.recipient).collect();
-    patients.sort();
-    patients.dedup();
-    for patient in patients {
-        recipients::lock(tx, patient).await?;
-    }
+    let patients: Vec<RecipientId> = planned.iter().filter_map(|p| p.recipient).collect();
+    recipients::lock_all(tx, &patients).await?;
     let mut organisations: Vec<OrganisationId> = planned
         .iter()
         .map(|p| p.submission.organisation.id)
@@ -388,65 +404,76 @@ async fn lock_in_order(
     Ok(())
 }
 
-/// Phase 4: one message with its link, SMS and audit events, in a savepoint.
-async fn write_one(
+/// Phase 4: the messages with their links, SMS and audit events, with multi-row statements:
+/// the outcome of each planned submission, by its index in the batch. A message another relay
+/// inserted since phase 1 (same id or idempotency key) refuses only its own submission, and
+/// nothing of it is written.
+async fn write_all(
     tx: &mut Tx,
     state: &AppState,
-    chains: &mut Chains,
-    plan: &Planned<'_>,
-) -> StoreResult<Answer> {
-    let submission = plan.submission;
-    let org = &submission.organisation;
-    let header = &submission.envelope.header;
-    let recipient = plan
-        .recipient
-        .expect("phase 3 gave every submission a patient");
-    let link = Token::random(&mut OsRng);
-    // The token goes in the fragment, which browsers never send: the request a TLS proxy, load
-    // balancer or CDN logs is `GET /m/`, while the viewer reads the token from
-    // `location.hash`. (`GET /m/{link}` still serves links texted in the older path form.)
-    let link_url = format!(
-        "{}/m/#{}",
-        state.settings().public_url,
-        link.to_base64url().as_str()
-    );
-    tx.savepoint().await?;
-    let message = NewMessage {
-        envelope: &submission.envelope,
-        recipient_id: recipient,
-        idempotency_key: submission.idempotency_key.as_deref(),
-        link: link.hash(TokenKind::Link),
-        now: submission.now,
-        identity_check: submission.identity_check,
-    };
-    if !messages::insert(tx, &message).await? {
-        // Another relay inserted this id or idempotency key since phase 1.
-        tx.rollback_to_savepoint().await?;
-        return Ok(Err(duplicate_message()));
+    planned: &[Planned<'_>],
+) -> StoreResult<Vec<(usize, Answer)>> {
+    let links: Vec<Token> = planned.iter().map(|_| Token::random(&mut OsRng)).collect();
+    let new_messages: Vec<NewMessage<'_>> = planned
+        .iter()
+        .zip(&links)
+        .map(|(plan, link)| NewMessage {
+            envelope: &plan.submission.envelope,
+            recipient_id: plan
+                .recipient
+                .expect("phase 3 gave every submission a patient"),
+            idempotency_key: plan.submission.idempotency_key.as_deref(),
+            link: link.hash(TokenKind::Link),
+            now: plan.submission.now,
+            identity_check: plan.submission.identity_check,
+        })
+        .collect();
+    let inserted = messages::insert_all(tx, &new_messages).await?;
+
+    let mut sms = Vec::with_capacity(inserted.len());
+    let mut events = Vec::with_capacity(2 * inserted.len());
+    let mut answers = Vec::with_capacity(planned.len());
+    for ((plan, link), message) in planned.iter().zip(&links).zip(&new_messages) {
+        let submission = plan.submission;
+        let header = &submission.envelope.header;
+        if !inserted.contains(&header.message_id) {
+            answers.push((plan.index, Err(duplicate_message())));
+            continue;
+        }
+        let org = &submission.organisation;
+        // The token goes in the fragment, which browsers never send: the request a TLS proxy,
+        // load balancer or CDN logs is `GET /m/`, while the viewer reads the token from
+        // `location.hash`. (`GET /m/{link}` still serves links texted in the older path form.)
+        let link_url = format!(
+            "{}/m/#{}",
+            state.settings().public_url,
+            link.to_base64url().as_str()
+        );
+        let body_text = zeroize::Zeroizing::new(sms_body(&org.display_name, &link_url));
+        sms.push(NewSms {
+            id: MessageId::random(&mut OsRng).to_string(),
+            message: header.message_id,
+            organisation: org.id,
+            sms: SealedSms::seal(state.data_key(), &submission.phone, &body_text),
+            now: submission.now,
+        });
+        for kind in [AuditKind::MessageCreated, AuditKind::SmsQueued] {
+            let record = Record::message(org.id, kind, header.message_id, message.recipient_id);
+            events.push((record, submission.now));
+        }
+        answers.push((
+            plan.index,
+            Ok(Accepted::New(SubmitResponse {
+                message_id: header.message_id,
+                recipient_id: message.recipient_id,
+                status: SubmitStatus::Queued,
+                expires_at: header.expires_at,
+            })),
+        ));
     }
-    let body_text = zeroize::Zeroizing::new(sms_body(&org.display_name, &link_url));
-    let outbox_id = MessageId::random(&mut OsRng).to_string();
-    let sms = SealedSms::seal(state.data_key(), &submission.phone, &body_text);
-    outbox::enqueue(
-        tx,
-        &outbox_id,
-        header.message_id,
-        org.id,
-        &sms,
-        submission.now,
-    )
-    .await?;
-    for kind in [AuditKind::MessageCreated, AuditKind::SmsQueued] {
-        let record = Record::message(org.id, kind, header.message_id, recipient);
-        chains.append(tx, record, submission.now).await?;
-    }
-    tx.release_savepoint().await?;
-    Ok(Ok(Accepted::New(SubmitResponse {
-        message_id: header.message_id,
-        recipient_id: recipient,
-        status: SubmitStatus::Queued,
-        expires_at: header.expires_at,
-    })))
+    outbox::enqueue(tx, &sms).await?;
+    Chains::default().append_many(tx, &events).await?;
+    Ok(answers)
 }
 
 /// The SMS text: who it is from and the link. No PHI, no key; one GSM segment.

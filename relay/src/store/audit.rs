@@ -6,7 +6,7 @@ use shared::audit::{AuditEvent, AuditKind};
 use shared::ids::{MessageId, OrganisationId, RecipientId};
 use sqlx::AnyConnection;
 
-use super::{StoreError, StoreResult, Tx, row, to_json};
+use super::{ROWS_PER_STATEMENT, StoreError, StoreResult, Tx, row, to_json, value_rows};
 
 /// One event to record.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +87,7 @@ pub async fn append_all(tx: &mut Tx, records: &[Record<'_>], now: i64) -> StoreR
             last = Some(event.clone());
             events.push(event);
         }
-        // Four parameters a row, far below either backend's limit per statement.
-        for chunk in events.chunks(200) {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
             insert(tx, chunk).await?;
         }
     }
@@ -121,6 +120,39 @@ impl Chains {
         insert(tx, std::slice::from_ref(&event)).await?;
         self.heads.insert(record.organisation, Some(event.clone()));
         Ok(event)
+    }
+
+    /// Appends events, each `(record, time)`, in order per organisation, with multi-row
+    /// inserts: what a batch of submissions records. Chains not yet used by this transaction
+    /// are locked in id order (the lock order of [`lock_chain`]).
+    pub async fn append_many(
+        &mut self,
+        tx: &mut Tx,
+        records: &[(Record<'_>, i64)],
+    ) -> StoreResult<()> {
+        let mut unread: Vec<OrganisationId> = records
+            .iter()
+            .map(|(record, _)| record.organisation)
+            .filter(|organisation| !self.heads.contains_key(organisation))
+            .collect();
+        unread.sort();
+        unread.dedup();
+        for organisation in unread {
+            lock_chain(tx, organisation).await?;
+            let head = last_event(tx, organisation).await?;
+            self.heads.insert(organisation, head);
+        }
+        let mut events = Vec::with_capacity(records.len());
+        for (record, now) in records {
+            let head = self.heads.entry(record.organisation).or_default();
+            let event = chained(head.as_ref(), record, *now)?;
+            *head = Some(event.clone());
+            events.push(event);
+        }
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            insert(tx, chunk).await?;
+        }
+        Ok(())
     }
 }
 
@@ -160,15 +192,9 @@ fn chained(last: Option<&AuditEvent>, record: &Record<'_>, now: i64) -> StoreRes
 
 /// Inserts events in one statement.
 async fn insert(tx: &mut Tx, events: &[AuditEvent]) -> StoreResult<()> {
-    let values: Vec<String> = (0..events.len())
-        .map(|n| {
-            let p = 4 * n;
-            format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
-        })
-        .collect();
     let sql = format!(
         "INSERT INTO audit_events (organisation_id, seq, message_id, event) VALUES {}",
-        values.join(", ")
+        value_rows(events.len(), 4)
     );
     let mut query = sqlx::query(&sql);
     for event in events {

@@ -4,6 +4,8 @@
 //! that deleting that key when the message is revoked or expires erases every copy the
 //! database may keep.
 
+use std::collections::{HashMap, HashSet};
+
 use rand_core::OsRng;
 use shared::at_rest::RowKey;
 use shared::envelope::Envelope;
@@ -14,7 +16,9 @@ use shared::token::TokenHash;
 use sqlx::{AnyConnection, Row};
 
 use super::row_keys::{self, Kind};
-use super::{Store, StoreError, StoreResult, row, to_json};
+use super::{
+    ROWS_PER_STATEMENT, Store, StoreError, StoreResult, placeholders, row, to_json, value_rows,
+};
 
 /// Purpose label of envelopes sealed under a row key (see `docs/PROTOCOL.md`).
 const ENVELOPE: &str = "envelope";
@@ -142,60 +146,112 @@ pub struct NewMessage<'a> {
     pub identity_check: Option<CheckKind>,
 }
 
-/// Stores a message and its link; `false` (nothing written) when the id or the idempotency key
-/// is taken, e.g. by a concurrent submission that won the race.
-pub async fn insert(conn: &mut AnyConnection, message: &NewMessage<'_>) -> StoreResult<bool> {
-    let header = &message.envelope.header;
-    let wrap = message
-        .envelope
-        .wrap_for(shared::envelope::WrapRole::Recipient)
-        .map(|w| w.key_fingerprint.to_string());
-    // The message row goes first: it is the one whose unique constraints detect a taken id or
-    // idempotency key, and a failed statement must not have left a key row behind.
-    let inserted = sqlx::query(
-        "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, \
-         recipient_wrap_fingerprint, status, created_at, expires_at, enrollment_epoch, \
-         identity_check) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, \
-         (SELECT enrollment_epoch FROM recipients WHERE id = $3), $8)",
-    )
-    .bind(header.message_id.to_string())
-    .bind(header.organisation_id.to_string())
-    .bind(message.recipient_id.to_string())
-    .bind(message.idempotency_key)
-    .bind(wrap)
-    .bind(message.now)
-    .bind(header.expires_at)
-    .bind(message.identity_check.map(CheckKind::as_str))
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::from);
-    match inserted {
-        Err(error) if error.is_unique_violation() => return Ok(false),
-        other => other?,
-    };
-    let id = header.message_id.to_string();
-    let key = row_keys::create(&mut *conn, Kind::Message, &id).await?;
-    sqlx::query("UPDATE messages SET envelope_sealed = $1 WHERE id = $2")
-        .bind(seal_envelope(&key, message.envelope)?)
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT INTO links (token_hash, message_id) VALUES ($1, $2)")
-        .bind(message.link.as_bytes().to_vec())
-        .bind(header.message_id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(true)
+/// Stores messages and their links, with one statement per [`ROWS_PER_STATEMENT`] and table;
+/// the ids written. A message whose id or idempotency key is taken (a concurrent submission
+/// through another relay won the race) is left out, and nothing of it is written.
+pub async fn insert_all(
+    conn: &mut AnyConnection,
+    messages: &[NewMessage<'_>],
+) -> StoreResult<HashSet<MessageId>> {
+    let mut inserted = HashSet::with_capacity(messages.len());
+    let mut keys = HashMap::with_capacity(messages.len());
+    for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+        // Nine parameters a row; the patient's epoch is read under the lock the batch holds.
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|n| {
+                let p = 9 * n;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, 'active', ${}, ${}, \
+                     (SELECT enrollment_epoch FROM recipients WHERE id = ${}), ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 3,
+                    p + 8,
+                    p + 9,
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO messages (id, organisation_id, recipient_id, idempotency_key, \
+             recipient_wrap_fingerprint, status, created_at, expires_at, enrollment_epoch, \
+             identity_check, envelope_sealed) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for message in chunk {
+            let header = &message.envelope.header;
+            let wrap = message
+                .envelope
+                .wrap_for(shared::envelope::WrapRole::Recipient)
+                .map(|w| w.key_fingerprint.to_string());
+            // The row key is stored below only if the row is: a message left out leaves no key.
+            let key = RowKey::random(&mut OsRng);
+            query = query
+                .bind(header.message_id.to_string())
+                .bind(header.organisation_id.to_string())
+                .bind(message.recipient_id.to_string())
+                .bind(message.idempotency_key)
+                .bind(wrap)
+                .bind(message.now)
+                .bind(header.expires_at)
+                .bind(message.identity_check.map(CheckKind::as_str))
+                .bind(seal_envelope(&key, message.envelope)?);
+            keys.insert(header.message_id, key);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            inserted.insert(row::parsed::<MessageId>(&row, "id")?);
+        }
+    }
+    let written: Vec<&NewMessage<'_>> = messages
+        .iter()
+        .filter(|m| inserted.contains(&m.envelope.header.message_id))
+        .collect();
+    let row_keys: Vec<(String, &RowKey)> = written
+        .iter()
+        .map(|m| {
+            let id = m.envelope.header.message_id;
+            (id.to_string(), &keys[&id])
+        })
+        .collect();
+    row_keys::insert_all(&mut *conn, Kind::Message, &row_keys).await?;
+    for chunk in written.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO links (token_hash, message_id) VALUES {}",
+            value_rows(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for message in chunk {
+            query = query
+                .bind(message.link.as_bytes().to_vec())
+                .bind(message.envelope.header.message_id.to_string());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(inserted)
 }
 
-/// Whether a message id is taken (by any organisation).
-pub async fn exists(conn: &mut AnyConnection, id: MessageId) -> StoreResult<bool> {
-    Ok(sqlx::query("SELECT 1 FROM messages WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?
-        .is_some())
+/// Which of these message ids are taken (by any organisation).
+pub async fn taken(conn: &mut AnyConnection, ids: &[MessageId]) -> StoreResult<HashSet<MessageId>> {
+    let mut taken = HashSet::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id FROM messages WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            taken.insert(row::parsed(&row, "id")?);
+        }
+    }
+    Ok(taken)
 }
 
 /// A message by id.
@@ -206,6 +262,30 @@ pub async fn get(conn: &mut AnyConnection, id: MessageId) -> StoreResult<Option<
         .await?
         .map(|row| parse(&row))
         .transpose()
+}
+
+/// The messages an organisation already stored under any of these idempotency keys, by key.
+pub async fn by_idempotency_keys(
+    conn: &mut AnyConnection,
+    organisation: OrganisationId,
+    keys: &[&str],
+) -> StoreResult<HashMap<String, StoredMessage>> {
+    let mut found = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {COLUMNS}, m.idempotency_key FROM {MESSAGES} \
+             WHERE m.organisation_id = $1 AND m.idempotency_key IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(organisation.to_string());
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.insert(row.try_get("idempotency_key")?, parse(&row)?);
+        }
+    }
+    Ok(found)
 }
 
 /// The message an organisation already stored under an idempotency key.

@@ -109,11 +109,6 @@ impl StoreError {
             reason: reason.to_string(),
         }
     }
-
-    /// Whether a statement failed on a unique constraint (a concurrent insert won the race).
-    fn is_unique_violation(&self) -> bool {
-        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.is_unique_violation())
-    }
 }
 
 /// A store result.
@@ -363,31 +358,6 @@ impl Tx {
         }
     }
 
-    /// Marks a point the transaction can return to ([`Self::rollback_to_savepoint`]) without
-    /// losing what it did before; the same on both backends. One at a time: a new one replaces
-    /// the last for rollback and release.
-    pub async fn savepoint(&mut self) -> StoreResult<()> {
-        sqlx::query("SAVEPOINT item").execute(&mut **self).await?;
-        Ok(())
-    }
-
-    /// Undoes everything since [`Self::savepoint`]; on PostgreSQL also an error since then,
-    /// which would otherwise abort the whole transaction.
-    pub async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
-        sqlx::query("ROLLBACK TO SAVEPOINT item")
-            .execute(&mut **self)
-            .await?;
-        self.release_savepoint().await
-    }
-
-    /// Keeps everything since [`Self::savepoint`] as part of the transaction.
-    pub async fn release_savepoint(&mut self) -> StoreResult<()> {
-        sqlx::query("RELEASE SAVEPOINT item")
-            .execute(&mut **self)
-            .await?;
-        Ok(())
-    }
-
     /// Locks the row of `table` with this `id` until the transaction ends (PostgreSQL; SQLite
     /// has a single writer), so that concurrent relays change it one after another.
     async fn lock_row(&mut self, table: &'static str, id: &str) -> StoreResult<()> {
@@ -396,6 +366,28 @@ impl Tx {
                 .bind(id)
                 .fetch_optional(&mut **self)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Locks many rows of `table` (PostgreSQL), in the order of `ids`, which must be sorted:
+    /// `ORDER BY id` makes PostgreSQL lock the rows in that order, so two transactions locking
+    /// overlapping sets wait for each other in one order, never in a cycle.
+    async fn lock_rows(&mut self, table: &'static str, ids: &[String]) -> StoreResult<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        debug_assert!(ids.is_sorted(), "rows are locked in id order");
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id FROM {table} WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.fetch_all(&mut **self).await?;
         }
         Ok(())
     }
@@ -458,7 +450,44 @@ mod row {
     }
 }
 
+/// Most rows one multi-row statement writes or names: far below either backend's limit on
+/// parameters (SQLite 32,766, PostgreSQL 65,535) at the widest row the relay writes.
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
+/// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list. The `Any` driver binds
+/// no arrays, so a list of ids is as many parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, ..., $columns), (...)`: the `VALUES` of a multi-row insert of `rows` rows.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// JSON text for a column.
 fn to_json(value: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::corrupt("json", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{placeholders, value_rows};
+
+    #[test]
+    fn placeholders_number_from_the_first() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn value_rows_number_row_by_row() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 }

@@ -17,7 +17,9 @@ use shared::phone::PhoneNumber;
 use sqlx::{AnyConnection, Row};
 use zeroize::Zeroizing;
 
-use super::{Backend, StoreError, StoreResult, Tx, row};
+use super::{
+    Backend, ROWS_PER_STATEMENT, StoreError, StoreResult, Tx, placeholders, row, value_rows,
+};
 
 /// Purpose label of sealed SMS bodies (see `docs/PROTOCOL.md`, relay data at rest).
 const SMS_BODY: &str = "sms-body";
@@ -70,27 +72,43 @@ impl OutboxRow {
     }
 }
 
-/// Queues an SMS.
-pub async fn enqueue(
-    conn: &mut AnyConnection,
-    id: &str,
-    message: MessageId,
-    organisation: OrganisationId,
-    sms: &SealedSms,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO sms_outbox (id, message_id, organisation_id, to_sealed, body_sealed, status, \
-         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
-    )
-    .bind(id)
-    .bind(message.to_string())
-    .bind(organisation.to_string())
-    .bind(sms.to.clone())
-    .bind(sms.body.clone())
-    .bind(now)
-    .execute(conn)
-    .await?;
+/// An SMS to queue.
+#[derive(Debug)]
+pub struct NewSms {
+    /// Its outbox id.
+    pub id: String,
+    /// The message it links to.
+    pub message: MessageId,
+    /// The sender.
+    pub organisation: OrganisationId,
+    /// Number and text, sealed.
+    pub sms: SealedSms,
+    /// When it was queued (due at once).
+    pub now: i64,
+}
+
+/// Queues SMS, with one statement per [`ROWS_PER_STATEMENT`].
+pub async fn enqueue(conn: &mut AnyConnection, queued: &[NewSms]) -> StoreResult<()> {
+    for chunk in queued.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO sms_outbox (id, message_id, organisation_id, to_sealed, body_sealed, \
+             status, next_attempt_at, created_at) VALUES {}",
+            value_rows(chunk.len(), 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for new in chunk {
+            query = query
+                .bind(&new.id)
+                .bind(new.message.to_string())
+                .bind(new.organisation.to_string())
+                .bind(new.sms.to.clone())
+                .bind(new.sms.body.clone())
+                .bind("pending")
+                .bind(new.now)
+                .bind(new.now);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -149,11 +167,10 @@ pub async fn claim_due(
 /// Ends the lease of claimed rows that were never handed to the provider and uncounts their
 /// attempt, so that any instance sends them at once.
 pub async fn release(conn: &mut AnyConnection, ids: &[&str]) -> StoreResult<()> {
-    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
     let sql = format!(
         "UPDATE sms_outbox SET claimed_until = 0, attempts = attempts - 1 \
          WHERE status = 'pending' AND id IN ({})",
-        placeholders.join(", ")
+        placeholders(1, ids.len())
     );
     let mut query = sqlx::query(&sql);
     for id in ids {

@@ -9,6 +9,8 @@
 //! Rows written before migration 0004 held those in the clear; [`seal_plain_records`] converts
 //! them when a relay with the data key starts.
 
+use std::collections::HashMap;
+
 use rand_core::OsRng;
 use shared::at_rest::{DataKey, PasswordRecord, PepperedVerifier};
 use shared::bundle::KeyBundle;
@@ -19,7 +21,7 @@ use shared::phone::PhoneNumber;
 use sqlx::{AnyConnection, Row};
 
 use super::throttle::Counter;
-use super::{Store, StoreError, StoreResult, Tx, row};
+use super::{ROWS_PER_STATEMENT, Store, StoreError, StoreResult, Tx, placeholders, row};
 
 /// What the relay holds for an enrolled patient: the public key in the clear (senders look it
 /// up), everything else peppered or sealed under the data key.
@@ -155,6 +157,63 @@ pub async fn find_by_phone(
 /// [`super::audit::lock_chain`]).
 pub async fn lock(tx: &mut Tx, id: RecipientId) -> StoreResult<()> {
     tx.lock_row("recipients", &id.to_string()).await
+}
+
+/// Locks the rows of these patients, in id order (see [`lock`]).
+pub async fn lock_all(tx: &mut Tx, ids: &[RecipientId]) -> StoreResult<()> {
+    let mut ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids.dedup();
+    tx.lock_rows("recipients", &ids).await
+}
+
+/// The patients with these lookup hashes, by lookup hash (those that exist).
+pub async fn find_by_phones(
+    conn: &mut AnyConnection,
+    lookups: &[[u8; 32]],
+) -> StoreResult<HashMap<[u8; 32], Recipient>> {
+    let mut found = HashMap::new();
+    for chunk in lookups.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {COLUMNS}, phone_lookup FROM recipients WHERE phone_lookup IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for lookup in chunk {
+            query = query.bind(lookup.to_vec());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let lookup: Vec<u8> = row.try_get("phone_lookup")?;
+            let lookup = lookup
+                .try_into()
+                .map_err(|_| StoreError::corrupt("phone lookup", "wrong length"))?;
+            found.insert(lookup, parse(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// The patients with these ids, by id (those that exist).
+pub async fn get_all(
+    conn: &mut AnyConnection,
+    ids: &[RecipientId],
+) -> StoreResult<HashMap<RecipientId, Recipient>> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM recipients WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let recipient = parse(&row)?;
+            found.insert(recipient.id, recipient);
+        }
+    }
+    Ok(found)
 }
 
 /// The patient with this id.

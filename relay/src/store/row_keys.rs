@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use shared::at_rest::RowKey;
 use sqlx::{AnyConnection, Executor, Row};
 
-use super::{Backend, Store, StoreError, StoreResult};
+use super::{Backend, ROWS_PER_STATEMENT, Store, StoreError, StoreResult, value_rows};
 
 /// Which table a row key belongs to (the `kind` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,30 @@ pub async fn create(conn: &mut AnyConnection, kind: Kind, row_id: &str) -> Store
         .execute(conn)
         .await?;
     Ok(key)
+}
+
+/// Stores the keys of new rows, `(row id, key)` each, with one statement per
+/// [`ROWS_PER_STATEMENT`].
+pub async fn insert_all(
+    conn: &mut AnyConnection,
+    kind: Kind,
+    keys: &[(String, &RowKey)],
+) -> StoreResult<()> {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO row_keys (kind, row_id, key) VALUES {}",
+            value_rows(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for (row_id, key) in chunk {
+            query = query
+                .bind(kind.as_str())
+                .bind(row_id.as_str())
+                .bind(key.expose().to_vec());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The key of a row, if it has not been deleted.

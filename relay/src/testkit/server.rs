@@ -433,7 +433,7 @@ impl TestRelay {
     /// backlog for outbox load, concurrency and shutdown tests without `count` submissions.
     /// Returns every queued SMS's outbox reference.
     pub async fn queue_sms(&self, sender: &Sender, phone: &str, count: usize) -> Vec<String> {
-        use crate::store::outbox::{self, SealedSms};
+        use crate::store::outbox::{self, NewSms, SealedSms};
         let message = self.submit_first_contact(sender, phone, "backlog").await;
         let number = shared::phone::PhoneNumber::parse(phone).unwrap();
         let store = self.state().store();
@@ -443,17 +443,22 @@ impl TestRelay {
                 .fetch_all(&mut *store.conn().await.unwrap())
                 .await
                 .unwrap();
+        let backlog: Vec<NewSms> = (1..count)
+            .map(|n| {
+                let body = format!("backlog SMS {n} of message {message}");
+                NewSms {
+                    id: format!("{message}-backlog-{n:06}"),
+                    message,
+                    organisation: sender.id,
+                    sms: SealedSms::seal(self.state().data_key(), &number, &body),
+                    now: self.now(),
+                }
+            })
+            .collect();
         let mut tx = store.begin().await.unwrap();
-        for n in 1..count {
-            let reference = format!("{message}-backlog-{n:06}");
-            let body = format!("backlog SMS {n} of message {message}");
-            let sms = SealedSms::seal(self.state().data_key(), &number, &body);
-            outbox::enqueue(&mut tx, &reference, message, sender.id, &sms, self.now())
-                .await
-                .unwrap();
-            references.push(reference);
-        }
+        outbox::enqueue(&mut tx, &backlog).await.unwrap();
         tx.commit().await.unwrap();
+        references.extend(backlog.into_iter().map(|new| new.id));
         references
     }
 
