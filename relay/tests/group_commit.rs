@@ -201,3 +201,76 @@ async fn refusals_are_isolated(backend: Backend) {
     assert_eq!(count(store, "recipients").await, patients + accepted as i64);
     relay.finish().await;
 }
+
+#[tokio::test]
+async fn a_message_stored_meanwhile_is_left_out_of_a_batch_on_sqlite() {
+    left_out_if_stored_meanwhile(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_message_stored_meanwhile_is_left_out_of_a_batch_on_postgres() {
+    left_out_if_stored_meanwhile(Backend::Postgres).await;
+}
+
+/// Phase 4's race: another relay stored a message with the same id or idempotency key after
+/// this batch's checks read. The batch's multi-row insert leaves that message out, writes none
+/// of its row key, link or SMS, and writes the others.
+async fn left_out_if_stored_meanwhile(backend: Backend) {
+    use rand_core::OsRng;
+    use relay::store::messages::{self, NewMessage};
+    use shared::envelope::Envelope;
+    use shared::token::{Token, TokenKind};
+
+    let relay = TestRelay::start(backend).await;
+    let clinic = relay.registered_organisation("Riverside Clinic").await;
+    let earlier = first_contact(&relay, &clinic, 1, Some("earlier"));
+    let (status, answer) = relay
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(&clinic.api_key),
+            Some(earlier.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let patient = answer["recipient_id"].as_str().unwrap().parse().unwrap();
+    let envelope =
+        |body: &Value| -> Envelope { serde_json::from_value(body["envelope"].clone()).unwrap() };
+    let same_id = envelope(&earlier);
+    let same_key = envelope(&first_contact(&relay, &clinic, 1, None));
+    let fresh = envelope(&first_contact(&relay, &clinic, 1, None));
+    let new = |envelope, idempotency_key| NewMessage {
+        envelope,
+        recipient_id: patient,
+        idempotency_key,
+        link: Token::random(&mut OsRng).hash(TokenKind::Link),
+        now: relay.now(),
+        identity_check: None,
+    };
+    let store = relay.state().store();
+    let before = [
+        count(store, "messages").await,
+        count(store, "row_keys").await,
+        count(store, "links").await,
+    ];
+    let mut tx = store.begin().await.unwrap();
+    let batch = [
+        new(&same_id, None),
+        new(&same_key, Some("earlier")),
+        new(&fresh, Some("fresh")),
+    ];
+    let written = messages::insert_all(&mut tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        written.into_iter().collect::<Vec<_>>(),
+        [fresh.header.message_id],
+        "only the message no one stored is written"
+    );
+    let after = [
+        count(store, "messages").await,
+        count(store, "row_keys").await,
+        count(store, "links").await,
+    ];
+    assert_eq!(after, before.map(|n| n + 1), "messages, row keys, links");
+    relay.finish().await;
+}
