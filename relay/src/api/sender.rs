@@ -78,7 +78,7 @@ impl FromRequestParts<AppState> for Sender {
             .strip_prefix("Bearer ")
             .and_then(|k| Token::from_base64url(k.trim()).ok())
             .ok_or(AppError::Unauthorized("malformed API key"))?;
-        let mut conn = state.store().conn().await?;
+        let mut conn = state.store().read().await?;
         let owner = orgs::api_key_owner(&mut conn, &key.hash(TokenKind::ApiKey))
             .await?
             .ok_or(AppError::Unauthorized("unknown or revoked API key"))?;
@@ -160,7 +160,7 @@ async fn lookup_recipient(
     ApiJson(body): ApiJson<LookupRequest>,
 ) -> ApiResult<Json<RecipientView>> {
     let phone = phone_field("phone", &body.phone)?;
-    let mut conn = state.store().conn().await?;
+    let mut conn = state.store().read().await?;
     let lookup = phone.lookup(state.data_key(), sender.organisation.id);
     let recipient = recipients::find_by_phone(&mut conn, &lookup)
         .await?
@@ -259,7 +259,7 @@ async fn submit(
     // A retry of an accepted submission gets the original answer, even if the envelope would
     // no longer pass today's checks (it expired meanwhile, the organisation key rotated).
     if let Some(key) = &body.idempotency_key {
-        let mut conn = state.store().conn().await?;
+        let mut conn = state.store().read().await?;
         if let Some(existing) =
             messages::by_idempotency_key(&mut conn, sender.organisation.id, key).await?
         {
@@ -310,7 +310,7 @@ async fn owned_message(
     sender: &Sender,
     id: MessageId,
 ) -> ApiResult<StoredMessage> {
-    let mut conn = state.store().conn().await?;
+    let mut conn = state.store().read().await?;
     messages::get(&mut conn, id)
         .await?
         .filter(|m| m.organisation_id == sender.organisation.id)
@@ -334,7 +334,7 @@ async fn status(
     ApiPath(id): ApiPath<MessageId>,
 ) -> ApiResult<Json<StatusView>> {
     let message = owned_message(&state, &sender, id).await?;
-    let mut conn = state.store().conn().await?;
+    let mut conn = state.store().read().await?;
     let events = audit::for_message(&mut conn, sender.organisation.id, id).await?;
     Ok(Json(StatusView {
         message_id: message.id,
@@ -420,7 +420,7 @@ async fn list_rewraps(
     state: &AppState,
     organisation: OrganisationId,
 ) -> ApiResult<Vec<PendingRewrap>> {
-    let mut conn = state.store().conn().await?;
+    let mut conn = state.store().read().await?;
     let pending = messages::pending_rewraps(&mut conn, organisation, state.now()).await?;
     Ok(pending
         .into_iter()
@@ -518,7 +518,7 @@ async fn audit_log(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| AppError::invalid("query", e.body_text()))?;
     let limit = query.limit.clamp(1, AuditQuery::MAX_LIMIT);
-    let mut conn = state.store().conn().await?;
+    let mut conn = state.store().read().await?;
     let events = audit::page(&mut conn, sender.organisation.id, query.after, limit).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

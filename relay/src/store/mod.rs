@@ -128,6 +128,10 @@ impl std::fmt::Debug for ConnectUrl {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Connections for reads outside any transaction ([`Store::read`]): on SQLite a pool of its
+    /// own, so that reads run beside the single writer instead of queueing for its connection;
+    /// on PostgreSQL the same pool.
+    readers: AnyPool,
     backend: Backend,
     /// PostgreSQL's connection URL, for the change-notice listener's own connection.
     postgres_url: Option<ConnectUrl>,
@@ -174,10 +178,15 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let readers = match backend {
+            Backend::Sqlite => Self::sqlite_readers(options).await?,
+            Backend::Postgres => pool.clone(),
+        };
         Ok(Self {
             pool,
+            readers,
             backend,
             postgres_url: (backend == Backend::Postgres).then(|| ConnectUrl(url.into())),
             scrub_pending: Arc::new(AtomicBool::new(false)),
@@ -255,6 +264,40 @@ impl Store {
         })
     }
 
+    /// SQLite's read-only connections. In WAL mode readers never wait for the writer nor it
+    /// for them, and a connection that cannot write cannot take part in the lock-upgrade
+    /// deadlock that keeps the writer to one connection.
+    async fn sqlite_readers(options: AnyConnectOptions) -> Result<AnyPool, StoreError> {
+        Ok(AnyPoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA query_only = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?)
+    }
+
+    /// A connection for reads outside a transaction, each statement seeing what was committed
+    /// when it started. On SQLite it cannot write (`query_only`): anything that writes goes
+    /// through [`Store::conn`] or [`Store::begin`].
+    pub async fn read(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.readers.acquire().await?)
+    }
+
+    /// A transaction that only reads, for several reads from one snapshot; on SQLite it runs
+    /// beside the writer (see [`Store::read`]).
+    pub async fn begin_read(&self) -> StoreResult<Tx> {
+        Ok(Tx {
+            inner: self.readers.begin().await?,
+            backend: self.backend,
+        })
+    }
+
     /// A connection for reads and single statements outside a transaction.
     pub async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self.pool.acquire().await?)
@@ -291,6 +334,7 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.readers.close().await;
         self.pool.close().await;
     }
 }
@@ -449,6 +493,10 @@ mod row {
         serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e))
     }
 }
+
+/// SQLite connections for reads beside the writer: one per core of the machine class the relay
+/// is sized for (two) and two more for reads waiting on the disk.
+const SQLITE_READERS: u32 = 4;
 
 /// Most rows one multi-row statement writes or names: far below either backend's limit on
 /// parameters (SQLite 32,766, PostgreSQL 65,535) at the widest row the relay writes.
