@@ -62,6 +62,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// fails (what it cannot record is retried when its lease ends, as after a crash).
 const SHUTDOWN_RECORDING: Duration = Duration::from_secs(2);
 
+/// How long a turn waits, after the first provider call in flight ends, for others to end.
+/// Each turn is a durable commit on the database the submissions also commit on; under load,
+/// a turn per ended call made the outbox a commit per SMS or two beside every submission batch.
+/// An SMS's result is recorded this much later (its lease covers far more).
+const RECORD_LINGER: Duration = Duration::from_millis(20);
+
 /// Pause before a turn that failed on the database is tried again while calls are in flight.
 const STORE_RETRY: Duration = Duration::from_millis(200);
 
@@ -262,14 +268,21 @@ impl Pipeline {
         });
     }
 
-    /// Waits for the next provider call to end, then takes every other one that has ended too.
+    /// Waits for the next provider call to end, then for those that end within
+    /// [`RECORD_LINGER`] after it, so that one turn (one durable commit) records many.
     /// Cancel-safe: an attempt joins `finished` as soon as its task is joined.
     async fn collect(&mut self) {
-        if let Some(joined) = self.sending.join_next().await {
-            self.joined(joined);
-        }
-        while let Some(joined) = self.sending.try_join_next() {
-            self.joined(joined);
+        let Some(joined) = self.sending.join_next().await else {
+            return;
+        };
+        self.joined(joined);
+        let linger = tokio::time::sleep(RECORD_LINGER);
+        tokio::pin!(linger);
+        while !self.sending.is_empty() {
+            tokio::select! {
+                () = &mut linger => break,
+                Some(joined) = self.sending.join_next() => self.joined(joined),
+            }
         }
     }
 
