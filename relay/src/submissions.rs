@@ -199,11 +199,11 @@ async fn recheck_locked_patients(
     let current = recipients::get_all(tx, &named).await?;
     let mut kept = Vec::with_capacity(planned.len());
     for plan in planned.drain(..) {
-        if let Some(named) = plan.submission.envelope.header.recipient_id {
-            if let Err(refusal) = check_recipient(&plan.submission.envelope, current.get(&named)) {
-                outcomes[plan.index] = Some(Err(refusal));
-                continue;
-            }
+        if let Some(named) = plan.submission.envelope.header.recipient_id
+            && let Err(refusal) = check_recipient(&plan.submission.envelope, current.get(&named))
+        {
+            outcomes[plan.index] = Some(Err(refusal));
+            continue;
         }
         kept.push(plan);
     }
