@@ -181,8 +181,9 @@ impl Store {
             .connect_with(options.clone())
             .await?;
         let readers = match backend {
-            Backend::Sqlite => Self::sqlite_readers(options).await?,
-            Backend::Postgres => pool.clone(),
+            // An in-memory database exists once per connection: reads must use the writer's.
+            Backend::Sqlite if !sqlite_in_memory(&url) => Self::sqlite_readers(options).await?,
+            _ => pool.clone(),
         };
         Ok(Self {
             pool,
@@ -339,6 +340,14 @@ impl Store {
     }
 }
 
+/// Whether a SQLite URL names an in-memory database (no file): `sqlite::memory:`, or any URL
+/// with `mode=memory`. (sqlx gives each such connection a generated name, so the parsed
+/// options' file name cannot tell.)
+fn sqlite_in_memory(url: &str) -> bool {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    path.ends_with(":memory:") || query.split('&').any(|pair| pair == "mode=memory")
+}
+
 /// Creates the SQLite database file readable by its owner only before SQLite creates it, or
 /// tightens an existing one (and its WAL and shared-memory files). SQLite gives the WAL and
 /// shared-memory files it creates the database file's permissions, so all three end up owner-only
@@ -346,11 +355,11 @@ impl Store {
 /// verifiers.
 fn owner_only_sqlite_files(url: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-    let database = options.get_filename();
-    if database == std::path::Path::new(":memory:") {
+    if sqlite_in_memory(url) {
         return Ok(());
     }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let database = options.get_filename();
     let failed = |source| StoreError::Permissions {
         path: database.to_path_buf(),
         source,
@@ -532,6 +541,18 @@ mod tests {
     fn placeholders_number_from_the_first() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    /// An in-memory database exists once per connection: reads go through the writer's, or
+    /// they would find an empty database without the migrated tables.
+    #[tokio::test]
+    async fn an_in_memory_database_reads_what_it_migrated() {
+        let store = super::Store::open("sqlite::memory:").await.unwrap();
+        let mut conn = store.read().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM messages")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
     }
 
     #[test]
