@@ -509,7 +509,7 @@ const SQLITE_READERS: u32 = 4;
 
 /// Most rows one multi-row statement writes or names: far below either backend's limit on
 /// parameters (SQLite 32,766, PostgreSQL 65,535) at the widest row the relay writes.
-pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+pub const ROWS_PER_STATEMENT: usize = 200;
 
 /// `$first, $first+1, ...`: `count` placeholders for an `IN (...)` list. The `Any` driver binds
 /// no arrays, so a list of ids is as many parameters.
