@@ -258,9 +258,18 @@ impl Store {
     }
 
     /// Starts a transaction. Everything one request changes goes through one.
+    ///
+    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), waiting for
+    /// another process's writer (an operator command beside the relay) under `busy_timeout`. A
+    /// deferred transaction that read first and then wrote would instead fail at once with
+    /// "database is locked" whenever the other process had committed since its read.
     pub async fn begin(&self) -> StoreResult<Tx> {
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(Tx {
-            inner: self.pool.begin().await?,
+            inner,
             backend: self.backend,
         })
     }
