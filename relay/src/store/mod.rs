@@ -423,13 +423,7 @@ impl Tx {
     /// Locks the row of `table` with this `id` until the transaction ends (PostgreSQL; SQLite
     /// has a single writer), so that concurrent relays change it one after another.
     async fn lock_row(&mut self, table: &'static str, id: &str) -> StoreResult<()> {
-        if self.backend == Backend::Postgres {
-            sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR UPDATE"))
-                .bind(id)
-                .fetch_optional(&mut **self)
-                .await?;
-        }
-        Ok(())
+        self.lock_rows(table, &[id.to_owned()]).await
     }
 
     /// Locks many rows of `table` (PostgreSQL), in the order of `ids`, which must be sorted:
