@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::encoding::{b64u_decode_array, b64u_encode};
+#[cfg(feature = "nfc")]
 use crate::nfc::nfc;
 use crate::secret::SecretBytes;
 
@@ -224,12 +225,22 @@ impl<'de> Deserialize<'de> for Salt {
 pub struct Password(Zeroizing<String>);
 
 impl Password {
-    /// Takes the password as typed. Refuses the empty password.
+    /// Takes the password as typed and normalises it to NFC. Refuses the empty password.
+    #[cfg(feature = "nfc")]
     pub fn new(typed: &str) -> Result<Self, Error> {
-        if typed.is_empty() {
+        Self::from_nfc(nfc(typed))
+    }
+
+    /// Takes a password its caller has already normalised to NFC (UAX #15), for a platform
+    /// that provides the normalisation itself: the viewer uses the browser's
+    /// `String.prototype.normalize("NFC")` rather than ship Unicode's tables (the `nfc`
+    /// feature). Text that is not NFC derives other keys than `Password::new` would.
+    /// Refuses the empty password.
+    pub fn from_nfc(normalised: Zeroizing<String>) -> Result<Self, Error> {
+        if normalised.is_empty() {
             return Err(Error::malformed("password", "empty"));
         }
-        Ok(Self(nfc(typed)))
+        Ok(Self(normalised))
     }
 
     fn as_bytes(&self) -> &[u8] {

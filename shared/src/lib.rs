@@ -50,6 +50,7 @@ pub mod session;
 pub mod token;
 
 mod aead;
+#[cfg(feature = "nfc")]
 mod nfc;
 mod secret;
 

@@ -15,7 +15,6 @@ use leptos::task::spawn_local;
 use shared::api::{CheckChallenge, ErrorCode, OpenResponse, PatientState};
 use shared::identity_check::CheckAnswer;
 use shared::ids::MessageId;
-use shared::kdf::Password;
 use wasm_bindgen::JsValue;
 
 use crate::api::{self, ApiError};
@@ -530,7 +529,7 @@ fn choose_view(
                 Ok(_) => return screen.set(Screen::Choose(info, Some(Key::StrengthRefused))),
                 Err(_) => return screen.set(Screen::Choose(info, Some(Key::StrengthUnavailable))),
             }
-            let Ok(password) = Password::new(&typed) else {
+            let Ok(password) = flow::password(&typed) else {
                 return;
             };
             drop(typed);
@@ -642,7 +641,7 @@ fn unlock_view(
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         let typed = zeroize::Zeroizing::new(take_password(field));
-        let Ok(password) = Password::new(&typed) else {
+        let Ok(password) = flow::password(&typed) else {
             return;
         };
         let info = info.clone();

@@ -4,7 +4,8 @@
 //!
 //! All cryptography goes through `shared`, except what the browser does better: key generation
 //! ([`crate::keygen`]) and the private-key decryption of wraps ([`crate::webkey`]), both in
-//! WebCrypto.
+//! WebCrypto; and the password's Unicode normalisation ([`password`]), which the browser does
+//! without the viewer shipping Unicode's tables.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,13 +22,24 @@ use shared::ids::{MessageId, RecipientId};
 use shared::kdf::{KdfParams, Password, PasswordKeys, Salt, derive_password_keys};
 use shared::keys::{Fingerprint, PrivateKey};
 use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::api::{self, ApiError};
 use crate::keygen;
 use crate::timing::mark;
 use crate::vault::{self, StoredSession};
 use crate::webkey::{ImportError, SessionKey};
+
+/// The password as typed, normalised to NFC (PROTOCOL.md, "Password normalisation") by the
+/// browser's `String.prototype.normalize`: the viewer is built without `shared`'s `nfc` feature,
+/// whose tables would be about a sixth of its download. The in-browser tests check the
+/// browser's NFC against the `unicode-normalization` crate's on every code point. The typed
+/// text was a JavaScript string already (the input's value), so this adds no copy the viewer
+/// could have wiped.
+pub fn password(typed: &str) -> Result<Password, Error> {
+    let normalised = js_sys::JsString::from(typed).normalize("NFC");
+    Password::from_nfc(Zeroizing::new(normalised.into()))
+}
 
 /// Why a journey stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,7 @@ use shared::ids::{RecipientId, SessionId};
 use shared::kdf::{KdfParams, Password, Salt, derive_password_keys};
 use shared::keys::PrivateKey;
 use shared::session::{DeviceHalf, RelayHalf, SessionBlob};
+use unicode_normalization::UnicodeNormalization;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -58,8 +59,10 @@ fn kdf_vectors_match_in_the_browser() {
         let params: KdfParams = serde_json::from_value(v["params"].clone()).unwrap();
         let salt = Salt::from_bytes(h(&v["salt"]).try_into().unwrap());
         let started = now_ms();
+        // The viewer's own path: the browser's NFC, as the vectors include a password typed
+        // in NFD.
         let keys = derive_password_keys(
-            &Password::new(v["password"].as_str().unwrap()).unwrap(),
+            &flow::password(v["password"].as_str().unwrap()).unwrap(),
             &salt,
             &params,
         )
@@ -72,6 +75,55 @@ fn kdf_vectors_match_in_the_browser() {
             now_ms() - started
         );
         assert_eq!(keys.auth.verifier().as_bytes().to_vec(), h(&v["verifier"]));
+    }
+}
+
+/// The browser's NFC (what the viewer derives keys from) as the `unicode-normalization` crate
+/// computes it (what `shared::kdf::Password::new` uses natively and the vectors were made with).
+fn assert_browser_nfc_is_the_crates(text: &str) {
+    let browser: String = js_sys::JsString::from(text).normalize("NFC").into();
+    let reference: String = text.nfc().collect();
+    assert_eq!(browser, reference, "NFC of {text:?}");
+}
+
+#[wasm_bindgen_test]
+fn the_browsers_nfc_is_the_crates_on_every_code_point() {
+    let started = now_ms();
+    for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+        assert_browser_nfc_is_the_crates(c.encode_utf8(&mut [0; 4]));
+    }
+    console_log!("NFC of every code point: {:.0} ms", now_ms() - started);
+}
+
+/// Sequences where composition and canonical ordering decide: every combining mark of the
+/// main blocks after each Latin, Greek and Cyrillic letter and after a decomposable
+/// precomposed letter, two marks in both orders, and Hangul jamo.
+#[wasm_bindgen_test]
+fn the_browsers_nfc_is_the_crates_on_mark_sequences() {
+    let marks = (0x300..0x370).chain(0x1dc0..0x1e00).chain(0x20d0..0x20f1);
+    let marks: Vec<char> = marks.filter_map(char::from_u32).collect();
+    let bases = (0x41..0x7b)
+        .chain(0xc0..0x250)
+        .chain(0x391..0x3ca)
+        .chain(0x410..0x450);
+    for base in bases.filter_map(char::from_u32) {
+        for &mark in &marks {
+            assert_browser_nfc_is_the_crates(&format!("{base}{mark}"));
+        }
+    }
+    for &first in &marks {
+        for &second in &marks {
+            assert_browser_nfc_is_the_crates(&format!("a{first}{second}"));
+            assert_browser_nfc_is_the_crates(&format!("\u{1e0b}{first}{second}"));
+        }
+    }
+    for lead in 0x1100..0x1113 {
+        for vowel in 0x1161..0x1176 {
+            for tail in [0x11a7, 0x11a8, 0x11c2, 0x11c3] {
+                let jamo = [lead, vowel, tail].map(|c| char::from_u32(c).unwrap());
+                assert_browser_nfc_is_the_crates(&jamo.iter().collect::<String>());
+            }
+        }
     }
 }
 
