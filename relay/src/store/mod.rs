@@ -15,6 +15,7 @@
 //!   free space.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod checks;
 pub mod devices;
 pub mod messages;
@@ -138,6 +139,8 @@ pub struct Store {
     /// Set while deleted row keys may still be in the database files (a scrub that failed or
     /// could not be sure), so that the next purge run scrubs even if it deletes nothing.
     scrub_pending: Arc<AtomicBool>,
+    /// SQLite database files only: the WAL checkpoints the writer leaves out of its commits.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl Store {
@@ -174,16 +177,24 @@ impl Store {
                         // Zero deleted content (and freed pages) instead of leaving it in free
                         // space, so a purge reaches the database file at the next checkpoint.
                         conn.execute("PRAGMA secure_delete = ON").await?;
+                        // Checkpoints run beside the writer ([`checkpoint`]), not in its commits.
+                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options.clone())
             .await?;
-        let readers = match backend {
-            // An in-memory database exists once per connection: reads must use the writer's.
-            Backend::Sqlite if !sqlite_in_memory(&url) => Self::sqlite_readers(options).await?,
-            _ => pool.clone(),
+        let on_file = backend == Backend::Sqlite && !sqlite_in_memory(&url);
+        // An in-memory database exists once per connection: reads must use the writer's, and
+        // it has no log to checkpoint.
+        let (readers, checkpointer) = if on_file {
+            (
+                Self::sqlite_readers(options.clone()).await?,
+                Some(checkpoint::Checkpointer::start(options).await?),
+            )
+        } else {
+            (pool.clone(), None)
         };
         Ok(Self {
             pool,
@@ -191,6 +202,7 @@ impl Store {
             backend,
             postgres_url: (backend == Backend::Postgres).then(|| ConnectUrl(url.into())),
             scrub_pending: Arc::new(AtomicBool::new(false)),
+            checkpointer,
         })
     }
 
@@ -344,6 +356,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
         self.readers.close().await;
         self.pool.close().await;
     }
