@@ -318,10 +318,17 @@ pub fn App() -> impl IntoView {
         };
         link.set_value(Some(token.clone()));
         match api::open(&token).await {
-            Ok(info) => screen.set(match info.patient {
-                PatientState::New { .. } => Screen::Choose(info, None),
-                PatientState::Enrolled { .. } => Screen::Unlock(info, None),
-            }),
+            Ok(info) => {
+                let params = match &info.patient {
+                    PatientState::New { kdf_params, .. }
+                    | PatientState::Enrolled { kdf_params, .. } => *kdf_params,
+                };
+                screen.set(match info.patient {
+                    PatientState::New { .. } => Screen::Choose(info, None),
+                    PatientState::Enrolled { .. } => Screen::Unlock(info, None),
+                });
+                flow::prepare_derivation(&params).await;
+            }
             Err(error) => screen.set(ending(&error).unwrap_or(Screen::Network)),
         }
     });

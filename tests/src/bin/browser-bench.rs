@@ -606,7 +606,7 @@ fn span(from: Option<f64>, to: Option<f64>) -> Option<f64> {
 
 const UNLOCK_PHASES: &[Phase] = &[
     (
-        "submit → Argon2id starts (checks, 30 ms paint yield)",
+        "submit → Argon2id starts (checks, wait for a painted frame)",
         |t| span(Some(t.submit), t.mark("securetext:derive:start")),
     ),
     ("Argon2id + HKDF in the viewer", |t| {
@@ -647,7 +647,7 @@ const UNLOCK_PHASES: &[Phase] = &[
 
 const ENROLL_PHASES: &[Phase] = &[
     (
-        "submit → Argon2id starts (strength re-check in the worker, 30 ms paint yield)",
+        "submit → Argon2id starts (strength re-check in the worker, wait for a painted frame)",
         |t| span(Some(t.submit), t.mark("securetext:derive:start")),
     ),
     ("Argon2id + HKDF in the viewer", |t| {
@@ -657,7 +657,7 @@ const ENROLL_PHASES: &[Phase] = &[
         )
     }),
     (
-        "key generation (WebCrypto + PKCS#8 check), after a 30 ms yield",
+        "key generation (WebCrypto + PKCS#8 check), after a painted frame",
         |t| {
             span(
                 t.mark("securetext:derive:end"),
@@ -666,7 +666,7 @@ const ENROLL_PHASES: &[Phase] = &[
         },
     ),
     (
-        "sealed and enrolled (30 ms yield, `POST /v1/viewer/enroll`)",
+        "sealed and enrolled (a painted frame, `POST /v1/viewer/enroll`)",
         |t| {
             span(
                 t.mark("securetext:keygen:end"),
