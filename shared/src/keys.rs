@@ -36,6 +36,7 @@ use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
 use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -239,6 +240,12 @@ impl PrivateKey {
         }
         let bits = rsa_rules(rsa.modulus, rsa.public_exponent).ok_or(NOT_PKCS8)?;
         let canonical = encode_pkcs8(&rsa)?;
+        // One encoding per key (PROTOCOL.md, "Requirements"): DER still admits others of the
+        // same key, such as a PKCS#8 v2 structure that also carries the public key, or
+        // attributes. The bytes are secret: compared in constant time.
+        if canonical.len() != der.len() || !bool::from(canonical.ct_eq(der)) {
+            return Err(Error::InvalidKey("not the canonical DER encoding"));
+        }
         #[cfg(feature = "rsa")]
         let key = checked_arithmetic(der, &canonical)?;
         check_public(bits, rsa.public_exponent)?;
@@ -465,5 +472,22 @@ mod tests {
                 .unwrap()
                 .as_bytes()
         );
+    }
+
+    /// A PKCS#8 v2 structure (RFC 5958) that also carries the public key holds the same key,
+    /// in another encoding than the one a party re-encodes: refused, in every build.
+    #[test]
+    fn private_keys_in_another_encoding_are_refused() {
+        let private = PrivateKey::generate(&mut OsRng).unwrap();
+        let der = private.to_pkcs8_der().unwrap();
+        let mut info = pkcs8::PrivateKeyInfo::from_der(&der).unwrap();
+        let spki = private.public_key().spki_der();
+        info.public_key = Some(&spki);
+        let v2 = info.to_der().unwrap();
+        assert_eq!(
+            PrivateKey::from_pkcs8_der(&v2).err(),
+            Some(Error::InvalidKey("not the canonical DER encoding"))
+        );
+        assert!(PrivateKey::from_pkcs8_der(&der).is_ok());
     }
 }
