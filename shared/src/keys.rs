@@ -482,7 +482,7 @@ mod tests {
         let der = private.to_pkcs8_der().unwrap();
         let mut info = pkcs8::PrivateKeyInfo::from_der(&der).unwrap();
         let spki = private.public_key().spki_der();
-        info.public_key = Some(&spki);
+        info.public_key = Some(spki);
         let v2 = info.to_der().unwrap();
         assert_eq!(
             PrivateKey::from_pkcs8_der(&v2).err(),
